@@ -1,0 +1,60 @@
+"""kho-drgn: which kernel did this one come from?
+
+drgn helpers that decode Linux Kexec HandOver (KHO) state -- the incoming and
+outgoing handover FDTs, their subtrees and the ``kexec-metadata`` blob -- from
+a vmcore or a live kernel, and put the kexec chain beside the crash context.
+
+Names are imported lazily so that loading the drgn plugin (which happens in
+every drgn session once kho-drgn is installed) costs nothing until used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+_EXPORTS = {
+    "KexecChain": "kho_drgn.chain",
+    "build_chain": "kho_drgn.chain",
+    "decode_kho_fdt": "kho_drgn.fdt",
+    "KexecMetadata": "kho_drgn.metadata",
+    "decode_kexec_metadata": "kho_drgn.metadata",
+    "KhoReport": "kho_drgn.report",
+    "kho_report": "kho_drgn.report",
+    "report_to_dict": "kho_drgn.report",
+    "KhoState": "kho_drgn.state",
+    "KhoStatus": "kho_drgn.state",
+    "for_each_handover": "kho_drgn.state",
+    "kho_state": "kho_drgn.state",
+}
+
+__all__ = (
+    "KexecChain",
+    "KexecMetadata",
+    "KhoReport",
+    "KhoState",
+    "KhoStatus",
+    "build_chain",
+    "decode_kexec_metadata",
+    "decode_kho_fdt",
+    "for_each_handover",
+    "kho_report",
+    "kho_state",
+    "report_to_dict",
+)
+
+if TYPE_CHECKING:
+    from kho_drgn.chain import KexecChain, build_chain
+    from kho_drgn.fdt import decode_kho_fdt
+    from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
+    from kho_drgn.report import KhoReport, kho_report, report_to_dict
+    from kho_drgn.state import KhoState, KhoStatus, for_each_handover, kho_state
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module 'kho_drgn' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)

@@ -1,0 +1,196 @@
+"""The kexec chain and its cross-checks, from an already-read KhoState.
+
+Pure: no drgn.  Answers the on-call question -- which kernel did this one come
+from, after how many kexecs, and what will the next kernel be told -- and says
+where the sources of that answer disagree.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from kho_drgn.abi import EXEC_FROM_RE
+from kho_drgn.findings import Finding, error, info, warning
+from kho_drgn.state import KhoState, KhoStatus
+
+
+@dataclass
+class BootLine:
+    """The kernel's ``KHO: exec from: <release> (count N)`` line."""
+
+    release: str
+    kexec_count: int
+    text: str
+
+
+def find_boot_line(lines: list[str]) -> BootLine | None:
+    """The last ``KHO: exec from:`` line among log lines, if any."""
+    for line in reversed(lines):
+        match = EXEC_FROM_RE.search(line.rstrip())
+        if match:
+            return BootLine(match["release"], int(match["count"]), line.strip())
+    return None
+
+
+@dataclass
+class KexecChain:
+    """Where this kernel sits in its kexec chain.
+
+    ``kexec_count`` is the number of KHO kexecs since the last cold boot that
+    led to this kernel (0: cold boot).  ``source`` says where the incoming
+    half came from: the ``kexec-metadata`` blob, the ``kho_in`` copy the kernel
+    made at boot, or the boot log line.
+    """
+
+    status: KhoStatus
+    current_release: str | None
+    kexec_count: int | None = None
+    previous_release: str | None = None
+    next_release: str | None = None
+    next_kexec_count: int | None = None
+    source: str | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+
+def build_chain(state: KhoState, log_lines: list[str] | None = None) -> KexecChain:
+    """Work out the chain from a KhoState, cross-checking every source.
+
+    :param log_lines: the kernel log (or just its KHO lines) when readable;
+        ``None`` when the log could not be read at all.
+    """
+    chain = KexecChain(status=state.status, current_release=state.release)
+    incoming_md = state.incoming.metadata if state.incoming else None
+    outgoing_md = state.outgoing.metadata if state.outgoing else None
+    kho_in = state.kho_in
+    boot_line = find_boot_line(log_lines) if log_lines is not None else None
+
+    if state.status is KhoStatus.COLD_BOOT:
+        chain.kexec_count = 0
+        chain.source = "cold boot (no incoming handover)"
+    elif state.status is KhoStatus.DISABLED_WITH_INCOMING:
+        if incoming_md is not None and incoming_md.valid:
+            chain.previous_release = incoming_md.previous_release
+            chain.kexec_count = incoming_md.kexec_count
+            chain.source = "incoming kexec-metadata blob (not consumed: KHO off)"
+    elif state.status is KhoStatus.KEXEC:
+        if incoming_md is not None and incoming_md.valid:
+            chain.previous_release = incoming_md.previous_release
+            chain.kexec_count = incoming_md.kexec_count
+            chain.source = "incoming kexec-metadata blob"
+        elif kho_in is not None and kho_in.has_metadata_copy and kho_in.kexec_count:
+            chain.previous_release = kho_in.previous_release
+            chain.kexec_count = kho_in.kexec_count
+            chain.source = "kho_in (the kernel's boot-time copy)"
+        elif boot_line is not None:
+            chain.previous_release = boot_line.release
+            chain.kexec_count = boot_line.kexec_count
+            chain.source = "boot log line"
+
+    if outgoing_md is not None and outgoing_md.valid:
+        chain.next_release = outgoing_md.previous_release
+        chain.next_kexec_count = outgoing_md.kexec_count
+
+    chain.findings.extend(_check_kho_in_copy(state))
+    chain.findings.extend(_check_outgoing(state, chain))
+    if state.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
+        chain.findings.extend(_check_boot_line(chain, boot_line, log_lines))
+    return chain
+
+
+def _check_kho_in_copy(state: KhoState) -> list[Finding]:
+    """The incoming blob against the copy the kernel made of it at boot."""
+    kho_in = state.kho_in
+    md = state.incoming.metadata if state.incoming else None
+    if kho_in is None or not kho_in.has_metadata_copy or md is None or not md.valid:
+        return []
+    if state.status is not KhoStatus.KEXEC:
+        return []
+    if (md.previous_release, md.kexec_count) == (
+        kho_in.previous_release,
+        kho_in.kexec_count,
+    ):
+        return []
+    return [
+        error(
+            "check.blob-vs-kho-in",
+            f"incoming kexec-metadata blob says {md.previous_release!r} count "
+            f"{md.kexec_count}, but the copy the kernel made at boot (kho_in) "
+            f"says {kho_in.previous_release!r} count {kho_in.kexec_count}: "
+            "the blob changed after boot",
+            "incoming",
+        )
+    ]
+
+
+def _check_outgoing(state: KhoState, chain: KexecChain) -> list[Finding]:
+    """Outgoing metadata: count is incoming + 1, release is the running one."""
+    md = state.outgoing.metadata if state.outgoing else None
+    if md is None or not md.valid:
+        return []
+    findings = []
+    if chain.kexec_count is not None and md.kexec_count != chain.kexec_count + 1:
+        findings.append(
+            error(
+                "check.outgoing-count",
+                f"outgoing kexec_count is {md.kexec_count}, expected "
+                f"{chain.kexec_count + 1} (incoming {chain.kexec_count} + 1)",
+                "outgoing",
+            )
+        )
+    if state.release is not None and md.previous_release != state.release:
+        findings.append(
+            error(
+                "check.outgoing-release",
+                f"outgoing previous_release is {md.previous_release!r}, but the "
+                f"running kernel is {state.release!r}",
+                "outgoing",
+            )
+        )
+    return findings
+
+
+def _check_boot_line(
+    chain: KexecChain, boot_line: BootLine | None, log_lines: list[str] | None
+) -> list[Finding]:
+    """The boot log line against the decoded metadata."""
+    if log_lines is None:
+        return [
+            info(
+                "log.unavailable",
+                "the kernel log could not be read: boot line not checked",
+                "log",
+            )
+        ]
+    if boot_line is None:
+        if chain.status is KhoStatus.KEXEC:
+            return [
+                info(
+                    "log.boot-line-gone",
+                    "no 'KHO: exec from:' line in the log buffer (it wrapped, "
+                    "or the kernel refused the metadata)",
+                    "log",
+                )
+            ]
+        return []
+    if chain.status is KhoStatus.COLD_BOOT:
+        return [
+            warning(
+                "check.boot-line-on-cold-boot",
+                f"log has {boot_line.text!r} but there is no incoming handover",
+                "log",
+            )
+        ]
+    if (boot_line.release, boot_line.kexec_count) != (
+        chain.previous_release,
+        chain.kexec_count,
+    ):
+        return [
+            error(
+                "check.boot-line",
+                f"boot line says {boot_line.release!r} count "
+                f"{boot_line.kexec_count}, the handover data says "
+                f"{chain.previous_release!r} count {chain.kexec_count}",
+                "log",
+            )
+        ]
+    return []

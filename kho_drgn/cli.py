@@ -1,0 +1,124 @@
+"""Command-line front end shared by ``contrib/kho_chain.py`` and tools.
+
+Exit status (also in the README):
+
+* 0 -- the target was read and a report printed, whatever its KHO state and
+  findings (unless ``--strict``);
+* 1 -- ``--strict`` and at least one error-severity finding;
+* 2 -- bad command-line arguments;
+* 3 -- the target could not be read (not a Linux kernel, KHO variables
+  unreadable, no symbols to find them);
+* 4 -- internal error in kho-drgn (a bug: please report it with the message).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import IO, NoReturn
+
+from drgn import Program, ProgramFlags
+
+EXIT_OK = 0
+EXIT_FINDINGS = 1
+EXIT_USAGE = 2
+EXIT_UNREADABLE = 3
+EXIT_INTERNAL = 4
+
+
+class UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> NoReturn:
+        raise UsageError(
+            f"{self.format_usage().strip()}\n{self.prog}: error: {message}"
+        )
+
+
+def build_parser(prog_name: str) -> argparse.ArgumentParser:
+    parser = _Parser(
+        prog=prog_name,
+        description=(
+            "Show which kernel this one was kexec'd from (KHO kexec-metadata), "
+            "what the next kernel will be told, and the crash context."
+        ),
+    )
+    parser.add_argument("--json", action="store_true", help="print the JSON report")
+    parser.add_argument(
+        "--no-crash",
+        action="store_true",
+        help="skip the crash context (panic, task, stack, log lines)",
+    )
+    parser.add_argument(
+        "--strict",
+        action="store_true",
+        help="exit 1 when any finding has error severity",
+    )
+    parser.add_argument(
+        "--debug",
+        action="store_true",
+        help="let internal errors raise with a traceback (for bug reports)",
+    )
+    return parser
+
+
+def run(
+    prog: Program,
+    argv: list[str],
+    prog_name: str = "kho_chain",
+    stdout: IO[str] | None = None,
+    stderr: IO[str] | None = None,
+) -> int:
+    """Parse ``argv``, report on ``prog`` and return the exit status."""
+    out = stdout or sys.stdout
+    err = stderr or sys.stderr
+    try:
+        args = build_parser(prog_name).parse_args(argv)
+    except UsageError as e:
+        print(e, file=err)
+        return EXIT_USAGE
+    except SystemExit as e:  # --help
+        return int(e.code or 0)
+    try:
+        return _report(prog, args, out, err, prog_name)
+    except Exception as e:
+        if args.debug:
+            raise
+        print(
+            f"{prog_name}: internal error: {type(e).__name__}: {e} "
+            "(re-run with --debug for a traceback and report it)",
+            file=err,
+        )
+        return EXIT_INTERNAL
+
+
+def _report(
+    prog: Program, args: argparse.Namespace, out: IO[str], err: IO[str], prog_name: str
+) -> int:
+    from kho_drgn.findings import Severity
+    from kho_drgn.render import render_report
+    from kho_drgn.report import kho_report, report_to_dict
+    from kho_drgn.target import TARGET_ERRORS, KhoReadError
+
+    if not prog.flags & ProgramFlags.IS_LINUX_KERNEL:
+        print(f"{prog_name}: error: the target is not a Linux kernel", file=err)
+        return EXIT_UNREADABLE
+    try:
+        report = kho_report(prog, with_crash=not args.no_crash)
+    except KhoReadError as e:
+        print(f"{prog_name}: error: {e}", file=err)
+        return EXIT_UNREADABLE
+    except TARGET_ERRORS as e:
+        print(f"{prog_name}: error: cannot read the target: {e}", file=err)
+        return EXIT_UNREADABLE
+    if args.json:
+        json.dump(report_to_dict(report), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(render_report(report))
+    if args.strict and any(f.severity is Severity.ERROR for f in report.findings):
+        return EXIT_FINDINGS
+    return EXIT_OK

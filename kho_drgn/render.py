@@ -1,0 +1,255 @@
+"""Human-readable rendering: the chain on one line first, then tables.
+
+Tables are drawn with tabulate; the JSON form is :mod:`kho_drgn.report`.
+"""
+
+from __future__ import annotations
+
+from tabulate import tabulate
+
+from kho_drgn.chain import KexecChain
+from kho_drgn.crash import CrashContext
+from kho_drgn.findings import Finding
+from kho_drgn.report import KhoReport
+from kho_drgn.state import Handover, KhoState, KhoStatus, for_each_handover
+
+_STATUS_TEXT = {
+    KhoStatus.NOT_BUILT: "not built in (no kho_in/kho_out symbols)",
+    KhoStatus.DISABLED: "built in but disabled (kho=off): no handover FDT",
+    KhoStatus.DISABLED_WITH_INCOMING: (
+        "disabled (kho=off), yet handed KHO data by the previous kernel"
+    ),
+    KhoStatus.COLD_BOOT: "enabled after a cold boot: outgoing handover only",
+    KhoStatus.KEXEC: "booted through a KHO kexec: incoming and outgoing handover",
+}
+
+
+def _hex(value: int | None) -> str:
+    return "-" if value is None else f"{value:#x}"
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def chain_line(report: KhoReport) -> str:
+    """The kexec chain on one line, e.g.
+
+    ``cold boot -> (1 kexec) -> A -> B [crashed, kexec #2] -> next: B, count 3``
+    """
+    chain = report.chain
+    live = (
+        report.crash.live
+        if report.crash is not None
+        else (report.target.kind != "vmcore")
+    )
+    here = "running" if live else "crashed"
+    current = chain.current_release or "(unknown release)"
+    status = chain.status
+    if status is KhoStatus.NOT_BUILT:
+        return f"{current} [{here}; KHO not built in: chain unknown]"
+    if status is KhoStatus.DISABLED:
+        return f"{current} [{here}; KHO disabled: no handover data, chain unknown]"
+    if status is KhoStatus.COLD_BOOT:
+        return f"cold boot -> {current} [{here}, cold boot]{_next(chain)}"
+    tags = [here]
+    tags.append(f"kexec #{chain.kexec_count}" if chain.kexec_count else "kexec #?")
+    if status is KhoStatus.DISABLED_WITH_INCOMING:
+        tags.append("KHO off")
+    return f"{_before(chain)} -> {current} [{', '.join(tags)}]{_next(chain)}"
+
+
+def _before(chain: KexecChain) -> str:
+    previous = chain.previous_release or "(unknown previous kernel)"
+    count = chain.kexec_count
+    if not count:
+        return f"? -> {previous}"
+    if count == 1:
+        return f"cold boot -> {previous}"
+    return f"cold boot -> ({_plural(count - 1, 'kexec')}) -> {previous}"
+
+
+def _next(chain: KexecChain) -> str:
+    if chain.status is KhoStatus.DISABLED_WITH_INCOMING:
+        return " -> next: nothing (KHO disabled)"
+    if chain.next_release is None:
+        return " -> next: (no valid outgoing metadata)"
+    return f" -> next: {chain.next_release}, count {chain.next_kexec_count}"
+
+
+def render_findings(findings: list[Finding]) -> str:
+    if not findings:
+        return "Findings: none"
+    rows = [(f.severity.value, f.where, f.code, f.message) for f in findings]
+    return "Findings\n" + tabulate(
+        rows, headers=("severity", "where", "code", "message"), tablefmt="simple"
+    )
+
+
+def render_fdts(state: KhoState) -> str:
+    rows = []
+    for h in for_each_handover(state):
+        fdt = h.fdt
+        rows.append(
+            (
+                h.direction,
+                _hex(h.fdt_phys),
+                fdt.totalsize if fdt else "-",
+                (fdt.compatible or "-") if fdt else "(unreadable)",
+                _hex(fdt.memory_map_phys) if fdt else "-",
+                len(fdt.subtrees) if fdt else "-",
+            )
+        )
+    if not rows:
+        return "Handover FDTs: none"
+    return "Handover FDTs\n" + tabulate(
+        rows,
+        headers=(
+            "direction",
+            "FDT phys",
+            "size",
+            "compatible",
+            "memory map",
+            "subtrees",
+        ),
+    )
+
+
+def render_subtrees(state: KhoState) -> str:
+    rows = [
+        (h.direction, s.name, _hex(s.phys), "-" if s.size is None else s.size)
+        for h in for_each_handover(state)
+        if h.fdt is not None
+        for s in h.fdt.subtrees
+    ]
+    if not rows:
+        return ""
+    return "Subtrees\n" + tabulate(
+        rows, headers=("direction", "name", "preserved-data", "blob-size")
+    )
+
+
+def _metadata_row(h: Handover) -> tuple[object, ...]:
+    md = h.metadata
+    if md is None:
+        return (h.direction, "-", "(no metadata)", "-", "-", "-")
+    return (
+        h.direction,
+        "-" if md.version is None else md.version,
+        "-" if md.previous_release is None else md.previous_release,
+        "-" if md.kexec_count is None else md.kexec_count,
+        md.blob_size,
+        md.layout_source,
+    )
+
+
+def render_metadata(state: KhoState) -> str:
+    rows = [_metadata_row(h) for h in for_each_handover(state)]
+    kho_in = state.kho_in
+    if kho_in is not None and kho_in.has_metadata_copy and state.incoming is not None:
+        rows.append(
+            (
+                "kho_in (boot copy)",
+                "-",
+                kho_in.previous_release or "-",
+                kho_in.kexec_count,
+                "-",
+                "-",
+            )
+        )
+    if not rows:
+        return ""
+    return "kexec-metadata\n" + tabulate(
+        rows,
+        headers=(
+            "source",
+            "version",
+            "previous_release",
+            "kexec_count",
+            "blob-size",
+            "layout",
+        ),
+    )
+
+
+def render_crash(crash: CrashContext) -> str:
+    rows: list[tuple[str, str]] = []
+    if crash.live:
+        rows.append(("state", "live system (no crash)"))
+    else:
+        rows.append(("panic", crash.panic_message or "(no panic message in the log)"))
+        if crash.crashed_task is not None:
+            task = crash.crashed_task
+            rows.append(("crashed task", f"{task.comm} (pid {task.pid})"))
+        rows.append(
+            (
+                "crashed CPU",
+                "-" if crash.crashed_cpu is None else str(crash.crashed_cpu),
+            )
+        )
+    if crash.uptime_seconds is not None:
+        rows.append(("uptime", f"{crash.uptime_seconds:.3f} s ({crash.uptime_source})"))
+    if crash.taint_mask is not None:
+        rows.append(("taint", f"{crash.taint or 'none'} (mask {crash.taint_mask:#x})"))
+    if crash.log_source is not None:
+        wrapped = (
+            f"wrapped: oldest record is #{crash.log_first_seq}, boot lines lost"
+            if crash.log_wrapped
+            else "complete since boot"
+        )
+        rows.append(
+            ("log", f"{crash.log_records} records, {wrapped} [{crash.log_source}]")
+        )
+    if crash.build_id:
+        rows.append(("build ID", crash.build_id))
+    for item, reason in crash.unavailable.items():
+        rows.append((item, f"unavailable: {reason}"))
+    out = ["Crash context", tabulate(rows, tablefmt="plain")]
+    if crash.stack_trace:
+        out += ["", "Stack trace of the crashed task", *crash.stack_trace]
+    out += ["", "KHO log lines"]
+    if crash.kho_log:
+        out += [f"[{r.timestamp_ns / 1e9:12.6f}] {r.text}" for r in crash.kho_log]
+    elif crash.log_source is None:
+        out.append("(log not readable)")
+    else:
+        out.append("(none in the log buffer)")
+    return "\n".join(out)
+
+
+def render_report(report: KhoReport) -> str:
+    """The full human view of a report."""
+    state = report.state
+    target = report.target
+    where = target.path or (
+        "live kernel" if target.kind == "live" else "live QEMU guest"
+    )
+    symbols = (
+        "DWARF"
+        if target.symbols.value == "dwarf"
+        else "no KHO debug info (kallsyms + ABI layouts)"
+    )
+    head = [
+        f"kexec chain: {chain_line(report)}",
+        "",
+        tabulate(
+            [
+                ("target", f"{where} ({target.kind})"),
+                ("release", state.release or "-"),
+                ("symbols", symbols),
+                ("KHO", _STATUS_TEXT[state.status]),
+                ("chain from", report.chain.source or "-"),
+            ],
+            tablefmt="plain",
+        ),
+    ]
+    sections = [
+        "\n".join(head),
+        render_findings(report.findings),
+        render_fdts(state),
+        render_subtrees(state),
+        render_metadata(state),
+    ]
+    if report.crash is not None:
+        sections.append(render_crash(report.crash))
+    return "\n\n".join(s for s in sections if s) + "\n"

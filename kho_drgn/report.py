@@ -1,0 +1,220 @@
+"""One report per target: KHO state, kexec chain, crash context, findings.
+
+``kho_report(prog)`` does the reading; ``report_to_dict`` gives the versioned
+JSON form documented in the README (``schema`` = :data:`SCHEMA`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from drgn import Program, ProgramFlags
+
+from kho_drgn import __version__
+from kho_drgn.chain import KexecChain, build_chain
+from kho_drgn.crash import CrashContext, crash_context
+from kho_drgn.findings import Finding, Severity, warning
+from kho_drgn.log import KernelLog
+from kho_drgn.metadata import KexecMetadata
+from kho_drgn.printk import LogUnavailable, kernel_log
+from kho_drgn.state import Handover, KhoState, kho_state
+from kho_drgn.target import SymbolSource
+
+SCHEMA = "kho-drgn/report/1"
+
+
+@dataclass
+class TargetInfo:
+    """What was analysed."""
+
+    kind: str  # "vmcore", "live" (local /proc/kcore) or "live-remote" (QEMU)
+    path: str | None
+    symbols: SymbolSource
+
+
+@dataclass
+class KhoReport:
+    target: TargetInfo
+    state: KhoState
+    chain: KexecChain
+    crash: CrashContext | None
+    findings: list[Finding] = field(default_factory=list)
+
+
+def target_info(prog: Program, symbols: SymbolSource) -> TargetInfo:
+    if prog.flags & ProgramFlags.IS_LIVE:
+        kind = "live" if prog.flags & ProgramFlags.IS_LOCAL else "live-remote"
+        return TargetInfo(kind=kind, path=None, symbols=symbols)
+    path = prog.core_dump_path
+    return TargetInfo(kind="vmcore", path=path, symbols=symbols)
+
+
+def kho_report(prog: Program, with_crash: bool = True) -> KhoReport:
+    """Read everything kho-drgn reports about a target.
+
+    :param with_crash: also gather the crash context (panic, task, stack).
+    :raises KhoReadError: when the KHO variables exist but cannot be read.
+    """
+    state = kho_state(prog)
+    log: KernelLog | None
+    log_error: str | None = None
+    try:
+        log = kernel_log(prog)
+    except LogUnavailable as e:
+        log, log_error = None, str(e)
+    chain = build_chain(state, log.lines() if log is not None else None)
+    crash = crash_context(prog, log, log_error) if with_crash else None
+
+    findings = list(state.all_findings()) + chain.findings
+    if state.symbols is SymbolSource.KALLSYMS and state.status.value != "not-built":
+        findings.append(
+            warning(
+                "symbols.no-dwarf",
+                "no debug info with the KHO types: found KHO through "
+                "VMCOREINFO/kallsyms and decoded with the ABI's layouts",
+                "target",
+            )
+        )
+    return KhoReport(
+        target=target_info(prog, state.symbols),
+        state=state,
+        chain=chain,
+        crash=crash,
+        findings=_dedup(findings),
+    )
+
+
+def _dedup(findings: list[Finding]) -> list[Finding]:
+    seen: set[Finding] = set()
+    out = []
+    for finding in findings:
+        if finding not in seen:
+            seen.add(finding)
+            out.append(finding)
+    return out
+
+
+def worst_severity(findings: list[Finding]) -> Severity | None:
+    order = [Severity.INFO, Severity.WARNING, Severity.ERROR]
+    if not findings:
+        return None
+    return max((f.severity for f in findings), key=order.index)
+
+
+def metadata_to_dict(md: KexecMetadata | None) -> dict[str, Any] | None:
+    if md is None:
+        return None
+    return {
+        "blob_size": md.blob_size,
+        "version": md.version,
+        "previous_release": md.previous_release,
+        "kexec_count": md.kexec_count,
+        "valid": md.valid,
+        "layout": md.layout_source,
+        "raw_hex": md.raw.hex(),
+    }
+
+
+def handover_to_dict(handover: Handover | None) -> dict[str, Any] | None:
+    if handover is None:
+        return None
+    fdt = handover.fdt
+    return {
+        "fdt_phys": handover.fdt_phys,
+        "fdt_virt": handover.fdt_virt,
+        "fdt_size": fdt.totalsize if fdt else None,
+        "compatible": fdt.compatible if fdt else None,
+        "abi_known": fdt.abi is not None if fdt else None,
+        "preserved_memory_map": fdt.memory_map_phys if fdt else None,
+        "subtrees": [
+            {"name": s.name, "preserved_data": s.phys, "blob_size": s.size}
+            for s in (fdt.subtrees if fdt else [])
+        ],
+        "kexec_metadata": metadata_to_dict(handover.metadata),
+    }
+
+
+def chain_to_dict(chain: KexecChain, line: str) -> dict[str, Any]:
+    return {
+        "line": line,
+        "kexec_count": chain.kexec_count,
+        "previous_release": chain.previous_release,
+        "current_release": chain.current_release,
+        "next": (
+            None
+            if chain.next_release is None
+            else {"release": chain.next_release, "kexec_count": chain.next_kexec_count}
+        ),
+        "source": chain.source,
+    }
+
+
+def crash_to_dict(crash: CrashContext | None) -> dict[str, Any] | None:
+    if crash is None:
+        return None
+    return {
+        "live": crash.live,
+        "release": crash.release,
+        "build_id": crash.build_id,
+        "panic_message": crash.panic_message,
+        "panic_reason": crash.panic_reason,
+        "crashed_cpu": crash.crashed_cpu,
+        "crashed_task": (
+            None
+            if crash.crashed_task is None
+            else {"comm": crash.crashed_task.comm, "pid": crash.crashed_task.pid}
+        ),
+        "stack_trace": crash.stack_trace,
+        "uptime_seconds": crash.uptime_seconds,
+        "uptime_source": crash.uptime_source,
+        "taint": crash.taint,
+        "taint_mask": crash.taint_mask,
+        "log": {
+            "source": crash.log_source,
+            "records": crash.log_records,
+            "first_seq": crash.log_first_seq,
+            "wrapped": crash.log_wrapped,
+        },
+        "kho_log": [
+            {"timestamp": r.timestamp_ns / 1e9, "text": r.text} for r in crash.kho_log
+        ],
+        "unavailable": crash.unavailable,
+    }
+
+
+def report_to_dict(report: KhoReport) -> dict[str, Any]:
+    """The report as JSON-ready data (schema :data:`SCHEMA`)."""
+    from kho_drgn.render import chain_line
+
+    state = report.state
+    kho_in = state.kho_in
+    return {
+        "schema": SCHEMA,
+        "tool": {"name": "kho-drgn", "version": __version__},
+        "target": {
+            "kind": report.target.kind,
+            "path": report.target.path,
+            "release": state.release,
+            "symbols": report.target.symbols.value,
+        },
+        "kho": {
+            "status": state.status.value,
+            "enabled": state.enabled,
+            "kho_in": (
+                None
+                if kho_in is None
+                else {
+                    "fdt_phys": kho_in.fdt_phys,
+                    "scratch_phys": kho_in.scratch_phys,
+                    "previous_release": kho_in.previous_release,
+                    "kexec_count": kho_in.kexec_count,
+                }
+            ),
+            "incoming": handover_to_dict(state.incoming),
+            "outgoing": handover_to_dict(state.outgoing),
+        },
+        "chain": chain_to_dict(report.chain, chain_line(report)),
+        "crash": crash_to_dict(report.crash),
+        "findings": [f.to_dict() for f in report.findings],
+    }

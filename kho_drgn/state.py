@@ -1,0 +1,257 @@
+"""Assembling the KHO state of a target: incoming and outgoing handovers.
+
+``kho_state(prog)`` is the entry point: it reads ``kho_in``/``kho_out``,
+the root FDTs they point to and the ``kexec-metadata`` blobs, and classifies
+the kernel (KHO not built, disabled, cold boot, booted through KHO).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+from drgn import FaultError, Program
+
+from kho_drgn.abi import BLOB_MAX_SIZE, KEXEC_METADATA_NODE, ROOT_FDT_MAX_SIZE
+from kho_drgn.fdt import FdtError, KhoFdt, SubtreeRef, decode_kho_fdt
+from kho_drgn.findings import Finding, error, info, warning
+from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
+from kho_drgn.target import (
+    KhoIn,
+    KhoReadError,
+    SymbolSource,
+    has_kho,
+    kexec_metadata_layout,
+    kho_enabled,
+    kho_out_fdt_address,
+    read_fdt,
+    read_kho_in,
+    read_phys,
+    running_release,
+    symbol_source,
+    target_byteorder,
+    virt_to_phys_or_none,
+)
+
+#: A kexec-metadata blob larger than a page is damage: read no more than this.
+METADATA_READ_LIMIT = 4096
+
+
+class KhoStatus(str, enum.Enum):
+    """What the kernel did with KHO on this boot."""
+
+    NOT_BUILT = "not-built"  # no CONFIG_KEXEC_HANDOVER
+    DISABLED = "disabled"  # built in, kho=off (or init failed): no FDT
+    DISABLED_WITH_INCOMING = "disabled-with-incoming"  # kho=off after a KHO kexec
+    COLD_BOOT = "cold-boot"  # enabled, nothing handed over to this kernel
+    KEXEC = "kexec"  # booted through a KHO kexec: incoming and outgoing
+
+    def __str__(self) -> str:
+        return self.value
+
+
+@dataclass
+class Handover:
+    """One direction of handover: a root FDT, its subtrees and metadata."""
+
+    direction: str  # "incoming" or "outgoing"
+    fdt_phys: int | None
+    fdt_virt: int | None = None
+    fdt: KhoFdt | None = None
+    metadata: KexecMetadata | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    def all_findings(self) -> Iterator[Finding]:
+        yield from self.findings
+        if self.fdt is not None:
+            yield from self.fdt.findings
+            for subtree in self.fdt.subtrees:
+                yield from subtree.findings
+        if self.metadata is not None:
+            yield from self.metadata.findings
+
+
+@dataclass
+class KhoState:
+    """Everything kho-drgn read about KHO in one target."""
+
+    symbols: SymbolSource
+    release: str | None
+    status: KhoStatus
+    enabled: bool | None = None
+    kho_in: KhoIn | None = None
+    incoming: Handover | None = None
+    outgoing: Handover | None = None
+    findings: list[Finding] = field(default_factory=list)
+
+    def all_findings(self) -> Iterator[Finding]:
+        yield from self.findings
+        if self.kho_in is not None:
+            yield from self.kho_in.findings
+        for handover in (self.incoming, self.outgoing):
+            if handover is not None:
+                yield from handover.all_findings()
+
+
+def for_each_handover(state: KhoState) -> Iterator[Handover]:
+    """The incoming then the outgoing handover, where present."""
+    for handover in (state.incoming, state.outgoing):
+        if handover is not None:
+            yield handover
+
+
+def read_kexec_metadata(
+    prog: Program, subtree: SubtreeRef, where: str
+) -> KexecMetadata | None:
+    """Read and decode a ``kexec-metadata`` blob from physical memory.
+
+    Returns None (with findings on ``subtree``) when the blob cannot be read.
+    """
+    if subtree.phys is None or subtree.size is None:
+        return None
+    size = subtree.size
+    if size > METADATA_READ_LIMIT:
+        subtree.findings.append(
+            error(
+                "metadata.size-implausible",
+                f"kexec-metadata blob-size {size} is larger than a page; "
+                f"reading only the first {METADATA_READ_LIMIT} bytes",
+                where,
+            )
+        )
+    try:
+        blob = read_phys(prog, subtree.phys, min(size, METADATA_READ_LIMIT))
+    except FaultError:
+        subtree.findings.append(
+            error(
+                "memory.missing",
+                f"kexec-metadata blob at physical {subtree.phys:#x} "
+                f"({size} bytes) is not in the dump",
+                where,
+            )
+        )
+        return None
+    return decode_kexec_metadata(
+        blob,
+        target_byteorder(prog),
+        kexec_metadata_layout(prog),
+        blob_size=size,
+        where=where,
+    )
+
+
+def read_handover(
+    prog: Program, direction: str, address: int, physical: bool
+) -> Handover:
+    """Read a root KHO FDT at ``address`` and decode what hangs off it."""
+    if physical:
+        handover = Handover(direction, fdt_phys=address)
+    else:
+        handover = Handover(
+            direction, fdt_phys=virt_to_phys_or_none(prog, address), fdt_virt=address
+        )
+    where = f"{'physical' if physical else 'virtual'} {address:#x}"
+    try:
+        blob = read_fdt(prog, address, physical, ROOT_FDT_MAX_SIZE)
+        handover.fdt = decode_kho_fdt(blob, target_byteorder(prog), direction)
+    except FaultError:
+        handover.findings.append(
+            error(
+                "memory.missing",
+                f"{direction} root FDT at {where} is not in the dump",
+                direction,
+            )
+        )
+        return handover
+    except FdtError as e:
+        handover.findings.append(
+            error("fdt.invalid", f"{direction} root FDT at {where}: {e}", direction)
+        )
+        return handover
+
+    for subtree in handover.fdt.subtrees:
+        if subtree.size is not None and subtree.size > BLOB_MAX_SIZE:
+            subtree.findings.append(
+                warning(
+                    "fdt.blob-size-implausible",
+                    f"sub-node {subtree.name!r} declares blob-size {subtree.size}",
+                    direction,
+                )
+            )
+    metadata_ref = handover.fdt.subtree(KEXEC_METADATA_NODE)
+    if metadata_ref is None:
+        handover.findings.append(
+            warning(
+                "metadata.absent",
+                f"{direction} FDT has no {KEXEC_METADATA_NODE!r} subtree "
+                "(kernel older than 7.1, or the metadata was not added)",
+                direction,
+            )
+        )
+    else:
+        handover.metadata = read_kexec_metadata(prog, metadata_ref, direction)
+    return handover
+
+
+def kho_state(prog: Program) -> KhoState:
+    """Read the KHO state of a target.
+
+    :raises KhoReadError: if the KHO variables exist but are unreadable.
+    """
+    source = symbol_source(prog)
+    state = KhoState(
+        symbols=source,
+        release=running_release(prog),
+        status=KhoStatus.NOT_BUILT,
+    )
+    if not has_kho(prog):
+        if source is SymbolSource.KALLSYMS and not _has_any_symbols(prog):
+            raise KhoReadError(
+                "no debug info and no kallsyms in VMCOREINFO: cannot tell "
+                "whether this kernel has KHO (pass -s VMLINUX)"
+            )
+        return state
+
+    state.enabled = kho_enabled(prog)
+    state.kho_in = read_kho_in(prog)
+    out_fdt = kho_out_fdt_address(prog)
+
+    if state.kho_in is not None and state.kho_in.fdt_phys:
+        state.incoming = read_handover(prog, "incoming", state.kho_in.fdt_phys, True)
+    if out_fdt is not None:
+        state.outgoing = read_handover(prog, "outgoing", out_fdt, False)
+
+    if state.outgoing is None:
+        state.status = (
+            KhoStatus.DISABLED_WITH_INCOMING if state.incoming else KhoStatus.DISABLED
+        )
+        if state.enabled:
+            state.findings.append(
+                warning(
+                    "kho.no-outgoing-fdt",
+                    "kho_enable is set but there is no outgoing FDT: KHO "
+                    "initialisation failed in this kernel",
+                    "outgoing",
+                )
+            )
+        if state.incoming is not None:
+            state.findings.append(
+                info(
+                    "kho.disabled-after-handover",
+                    "this kernel runs with KHO disabled but was handed KHO data "
+                    "by the previous kernel; it did not consume the metadata",
+                    "incoming",
+                )
+            )
+    else:
+        state.status = KhoStatus.KEXEC if state.incoming else KhoStatus.COLD_BOOT
+    return state
+
+
+def _has_any_symbols(prog: Program) -> bool:
+    try:
+        prog.symbol("_stext")
+        return True
+    except LookupError:
+        return False

@@ -1,0 +1,353 @@
+"""Finding KHO state in a target (vmcore, live kernel or QEMU guest) with drgn.
+
+This module only reads memory and hands bytes to the decoders.  It works with
+full DWARF (``drgn -s vmlinux``) and, when the debug info is missing or lacks
+the KHO types, through the symbols drgn takes from VMCOREINFO and kallsyms plus
+the struct layouts of the detected ABI.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Literal
+
+from drgn import (
+    FaultError,
+    MissingDebugInfoError,
+    Object,
+    ObjectNotFoundError,
+    PlatformFlags,
+    Program,
+    ProgramFlags,
+    offsetof,
+    sizeof,
+)
+
+from kho_drgn.abi import (
+    FDT_HEADER_SIZE,
+    KEXEC_METADATA_V1,
+    KHO_IN_7_1,
+    KHO_OUT_FDT_OFFSET,
+    MetadataLayout,
+    kho_in_layout_for_release,
+)
+from kho_drgn.fdt import FdtError, fdt_header_totalsize
+from kho_drgn.findings import Finding, warning
+from kho_drgn.metadata import decode_c_string
+
+ByteOrder = Literal["little", "big"]
+
+#: Errors drgn raises when target memory or symbols are not there.
+TARGET_ERRORS = (
+    FaultError,
+    MissingDebugInfoError,
+    LookupError,
+    ValueError,
+    OverflowError,
+)
+
+_CACHE_KEY = "kho_drgn.symbols"
+
+
+class KhoReadError(Exception):
+    """The target could not be read where KHO state must be; says why."""
+
+
+class SymbolSource(str, enum.Enum):
+    """How kho-drgn located the KHO variables."""
+
+    DWARF = "dwarf"  # vmlinux debug info with the KHO types
+    KALLSYMS = "kallsyms"  # ELF/kallsyms symbols + ABI layouts, no KHO types
+
+    def __str__(self) -> str:
+        return self.value
+
+
+def target_byteorder(prog: Program) -> ByteOrder:
+    """The target CPU's byte order (KHO writes u64 properties in it)."""
+    platform = prog.platform
+    if platform is None or platform.flags & PlatformFlags.IS_LITTLE_ENDIAN:
+        return "little"
+    return "big"
+
+
+def is_live(prog: Program) -> bool:
+    return bool(prog.flags & ProgramFlags.IS_LIVE)
+
+
+def read_phys(prog: Program, address: int, size: int) -> bytes:
+    """Read physical memory, falling back to the direct map.
+
+    Physical reads work in dumps and in QEMU guests; a local live kernel
+    (/proc/kcore) may only offer virtual addresses, so retry through
+    ``phys_to_virt`` there.
+
+    :raises FaultError: if the memory is not in the target (e.g. filtered out
+        of a kdump).
+    """
+    try:
+        return bytes(prog.read(address, size, True))
+    except FaultError:
+        if not is_live(prog):
+            raise
+    from drgn.helpers.linux.mm import phys_to_virt
+
+    return bytes(prog.read(phys_to_virt(prog, address).value_(), size))
+
+
+def symbol_source(prog: Program) -> SymbolSource:
+    """Decide (once per program) whether the KHO types are in the debug info.
+
+    Without them, register drgn's kallsyms symbol finder (built from the
+    tables VMCOREINFO names) so the KHO variables can still be found.
+    """
+    cached = prog.cache.get(_CACHE_KEY)
+    if cached is not None:
+        return SymbolSource(cached)
+    try:
+        prog.type("struct kho_in")
+        source = SymbolSource.DWARF
+    except TARGET_ERRORS:
+        source = SymbolSource.KALLSYMS
+        _register_kallsyms(prog)
+    prog.cache[_CACHE_KEY] = source.value
+    return source
+
+
+def _register_kallsyms(prog: Program) -> None:
+    if "kallsyms" in prog.registered_symbol_finders():
+        return
+    try:
+        from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+        index = load_vmlinux_kallsyms(prog)
+    except TARGET_ERRORS:
+        # No kallsyms in VMCOREINFO: only the ELF symbols (if any) remain.
+        return
+    prog.register_symbol_finder("kallsyms", index, enable_index=0)
+
+
+def symbol_address(prog: Program, name: str) -> int | None:
+    """Address of a kernel symbol from DWARF, ELF or kallsyms; None if absent."""
+    try:
+        return int(prog.symbol(name).address)
+    except TARGET_ERRORS:
+        pass
+    try:
+        address = prog[name].address_
+        return None if address is None else int(address)
+    except TARGET_ERRORS:
+        return None
+
+
+def _dwarf_object(prog: Program, name: str) -> Object | None:
+    if symbol_source(prog) is not SymbolSource.DWARF:
+        return None
+    try:
+        return prog[name]
+    except ObjectNotFoundError:
+        return None
+
+
+def running_release(prog: Program) -> str | None:
+    """The running kernel's release (``uname -r``), from VMCOREINFO or uts."""
+    try:
+        return str(prog["UTS_RELEASE"].string_().decode("utf-8", "replace"))
+    except TARGET_ERRORS:
+        return None
+
+
+def has_kho(prog: Program) -> bool:
+    """True when the kernel was built with CONFIG_KEXEC_HANDOVER."""
+    symbol_source(prog)
+    return symbol_address(prog, "kho_in") is not None or (
+        symbol_address(prog, "kho_out") is not None
+    )
+
+
+def kho_enabled(prog: Program) -> bool | None:
+    """The ``kho_enable`` flag (``kho=`` on the command line), if readable."""
+    obj = _dwarf_object(prog, "kho_enable")
+    try:
+        if obj is not None:
+            return bool(obj.value_())
+        address = symbol_address(prog, "kho_enable")
+        if address is None:
+            return None
+        return bool(prog.read(address, 1)[0])
+    except TARGET_ERRORS:
+        return None
+
+
+@dataclass
+class KhoIn:
+    """What the running kernel recorded about the handover it received.
+
+    ``previous_release``/``kexec_count`` are the copies the kernel made from
+    the incoming ``kexec-metadata`` at boot (Linux 7.1+); they survive even if
+    the blob is damaged later.
+    """
+
+    fdt_phys: int
+    scratch_phys: int
+    previous_release: str | None
+    kexec_count: int | None
+    has_metadata_copy: bool
+    findings: list[Finding] = field(default_factory=list)
+
+
+def read_kho_in(prog: Program) -> KhoIn | None:
+    """Read ``kho_in``; None if the kernel has no such variable.
+
+    :raises KhoReadError: if the variable exists but cannot be read.
+    """
+    byteorder = target_byteorder(prog)
+    obj = _dwarf_object(prog, "kho_in")
+    try:
+        if obj is not None:
+            return _kho_in_from_object(obj)
+        address = symbol_address(prog, "kho_in")
+        if address is None:
+            return None
+        layout = kho_in_layout_for_release(running_release(prog))
+        findings: list[Finding] = []
+        if layout is None:
+            layout = KHO_IN_7_1
+            findings.append(
+                warning(
+                    "symbols.layout-guess",
+                    "no DWARF for struct kho_in and no known layout for release "
+                    f"{running_release(prog)!r}; using the 7.1+ layout",
+                    "incoming",
+                )
+            )
+        size = max(layout.kexec_count or 0, layout.scratch_phys) + 8
+        raw = prog.read(address, size)
+    except FaultError as e:
+        raise KhoReadError(f"kho_in is not readable in this target: {e}") from e
+
+    def u64(offset: int) -> int:
+        return int.from_bytes(raw[offset : offset + 8], byteorder)
+
+    kho_in = KhoIn(
+        fdt_phys=u64(layout.fdt_phys),
+        scratch_phys=u64(layout.scratch_phys),
+        previous_release=None,
+        kexec_count=None,
+        has_metadata_copy=layout.previous_release is not None,
+        findings=findings,
+    )
+    if layout.previous_release is not None and layout.kexec_count is not None:
+        start = layout.previous_release
+        kho_in.previous_release, found = decode_c_string(
+            raw[start : start + layout.previous_release_size],
+            "kho_in.previous_release",
+            "incoming",
+        )
+        kho_in.findings.extend(found)
+        kho_in.kexec_count = int.from_bytes(
+            raw[layout.kexec_count : layout.kexec_count + 4], byteorder
+        )
+    return kho_in
+
+
+def _kho_in_from_object(obj: Object) -> KhoIn:
+    kho_in = KhoIn(
+        fdt_phys=obj.fdt_phys.value_(),
+        scratch_phys=obj.scratch_phys.value_(),
+        previous_release=None,
+        kexec_count=None,
+        has_metadata_copy=False,
+    )
+    try:
+        release = obj.previous_release
+        count = obj.kexec_count
+    except AttributeError:
+        return kho_in  # before Linux 7.1: no metadata copy in kho_in
+    kho_in.has_metadata_copy = True
+    kho_in.previous_release, kho_in.findings = decode_c_string(
+        release.to_bytes_(), "kho_in.previous_release", "incoming"
+    )
+    kho_in.kexec_count = count.value_()
+    return kho_in
+
+
+def kho_out_fdt_address(prog: Program) -> int | None:
+    """Virtual (direct-map) address of the outgoing root FDT; None if NULL.
+
+    :raises KhoReadError: if ``kho_out`` exists but cannot be read.
+    """
+    obj = _dwarf_object(prog, "kho_out")
+    try:
+        if obj is not None:
+            address = obj.fdt.value_()
+        else:
+            base = symbol_address(prog, "kho_out")
+            if base is None:
+                return None
+            address = prog.read_word(base + KHO_OUT_FDT_OFFSET)
+    except FaultError as e:
+        raise KhoReadError(f"kho_out is not readable in this target: {e}") from e
+    return address or None
+
+
+def virt_to_phys_or_none(prog: Program, address: int) -> int | None:
+    """Physical address of a direct-map address, if it can be worked out.
+
+    drgn's helper needs DWARF; without it, x86_64's ``page_offset_base``
+    (a plain symbol) gives the direct map's base.
+    """
+    try:
+        from drgn.helpers.linux.mm import virt_to_phys
+
+        return int(virt_to_phys(prog, address).value_())
+    except Exception:  # drgn raises a bare Exception when it lacks the offset
+        pass
+    base_symbol = symbol_address(prog, "page_offset_base")
+    if base_symbol is None:
+        return None
+    try:
+        base = prog.read_word(base_symbol)
+    except FaultError:
+        return None
+    return address - base if address >= base else None
+
+
+def read_fdt(prog: Program, address: int, physical: bool, max_size: int) -> bytes:
+    """Read a whole FDT from the target: header first, then ``totalsize``.
+
+    :raises FaultError: if the memory is not in the target.
+    :raises FdtError: if the header is not an FDT or ``totalsize`` is absurd.
+    """
+
+    def read(addr: int, size: int) -> bytes:
+        return read_phys(prog, addr, size) if physical else prog.read(addr, size)
+
+    header = read(address, FDT_HEADER_SIZE)
+    totalsize = fdt_header_totalsize(header)
+    if totalsize < FDT_HEADER_SIZE or totalsize > max_size:
+        raise FdtError(
+            f"FDT header totalsize {totalsize} is out of range "
+            f"({FDT_HEADER_SIZE}..{max_size} bytes)"
+        )
+    return read(address, totalsize)
+
+
+def kexec_metadata_layout(prog: Program) -> MetadataLayout:
+    """``struct kho_kexec_metadata`` from DWARF when present, else the v1 ABI."""
+    if symbol_source(prog) is not SymbolSource.DWARF:
+        return KEXEC_METADATA_V1
+    try:
+        type_ = prog.type("struct kho_kexec_metadata")
+        release = type_.member("previous_release").type
+        return MetadataLayout(
+            size=sizeof(type_),
+            version_offset=offsetof(type_, "version"),
+            release_offset=offsetof(type_, "previous_release"),
+            release_size=sizeof(release),
+            count_offset=offsetof(type_, "kexec_count"),
+            source="dwarf",
+        )
+    except TARGET_ERRORS:
+        return KEXEC_METADATA_V1
