@@ -1,0 +1,146 @@
+"""Chain building, cross-checks and the one-line rendering, without drgn targets."""
+
+from __future__ import annotations
+
+from khobuild import kho_root_fdt, metadata_blob
+
+from kho_drgn.chain import build_chain, find_boot_line
+from kho_drgn.fdt import decode_kho_fdt
+from kho_drgn.metadata import decode_kexec_metadata
+from kho_drgn.render import chain_line
+from kho_drgn.report import KhoReport, TargetInfo
+from kho_drgn.state import Handover, KhoState, KhoStatus
+from kho_drgn.target import KhoIn, SymbolSource
+
+BOOT_LINE = "KHO: exec from: 7.2.13-kho-a (count 2)"
+
+
+def handover(direction: str, release: bytes, count: int, version: int = 1) -> Handover:
+    fdt = decode_kho_fdt(kho_root_fdt([("kexec-metadata", 0x1000, 73)]))
+    md = decode_kexec_metadata(metadata_blob(release, count, version), where=direction)
+    return Handover(direction, fdt_phys=0x2000, fdt=fdt, metadata=md)
+
+
+def kexec_state(
+    in_release: bytes = b"7.2.13-kho-a",
+    in_count: int = 2,
+    out_release: bytes = b"7.2.13-kho-b",
+    out_count: int = 3,
+    copy: tuple[str, int] | None = ("7.2.13-kho-a", 2),
+    running: str = "7.2.13-kho-b",
+    in_version: int = 1,
+) -> KhoState:
+    kho_in = KhoIn(
+        fdt_phys=0x2000,
+        scratch_phys=0x3000,
+        previous_release=copy[0] if copy else "",
+        kexec_count=copy[1] if copy else 0,
+        has_metadata_copy=True,
+    )
+    return KhoState(
+        symbols=SymbolSource.DWARF,
+        release=running,
+        status=KhoStatus.KEXEC,
+        enabled=True,
+        kho_in=kho_in,
+        incoming=handover("incoming", in_release, in_count, in_version),
+        outgoing=handover("outgoing", out_release, out_count),
+    )
+
+
+def line(state: KhoState, log: list[str] | None = None, kind: str = "vmcore") -> str:
+    chain = build_chain(state, log)
+    report = KhoReport(TargetInfo(kind, None, SymbolSource.DWARF), state, chain, None)
+    return chain_line(report)
+
+
+def codes(state: KhoState, log: list[str] | None = None) -> list[str]:
+    return [f.code for f in build_chain(state, log).findings]
+
+
+def test_consistent_kexec_chain() -> None:
+    state = kexec_state()
+    chain = build_chain(state, [BOOT_LINE])
+    assert (chain.previous_release, chain.kexec_count) == ("7.2.13-kho-a", 2)
+    assert (chain.next_release, chain.next_kexec_count) == ("7.2.13-kho-b", 3)
+    assert chain.findings == []
+    assert line(state, [BOOT_LINE]) == (
+        "cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b "
+        "[crashed, kexec #2] -> next: 7.2.13-kho-b, count 3"
+    )
+
+
+def test_first_kexec_and_long_chains_and_live() -> None:
+    first = kexec_state(in_count=1, out_count=2, copy=("7.2.13-kho-a", 1))
+    assert line(first, []).startswith(
+        "cold boot -> 7.2.13-kho-a -> 7.2.13-kho-b [crashed, kexec #1]"
+    )
+    long = kexec_state(in_count=5, out_count=6, copy=("7.2.13-kho-a", 5))
+    assert "cold boot -> (4 kexecs) -> 7.2.13-kho-a" in line(long, [])
+    assert "[running, kexec #2]" in line(kexec_state(), [BOOT_LINE], kind="live")
+
+
+def test_cold_boot() -> None:
+    state = KhoState(
+        SymbolSource.DWARF,
+        "7.2.13-kho-b",
+        KhoStatus.COLD_BOOT,
+        True,
+        outgoing=handover("outgoing", b"7.2.13-kho-b", 1),
+    )
+    assert codes(state, []) == []
+    assert line(state, []) == (
+        "cold boot -> 7.2.13-kho-b [crashed, cold boot] -> next: 7.2.13-kho-b, count 1"
+    )
+    assert codes(state, [BOOT_LINE]) == ["check.boot-line-on-cold-boot"]
+
+
+def test_blob_changed_after_boot() -> None:
+    state = kexec_state(copy=("7.2.13-kho-z", 2))
+    assert codes(state, [BOOT_LINE]) == ["check.blob-vs-kho-in"]
+
+
+def test_outgoing_count_and_release_checks() -> None:
+    assert codes(kexec_state(out_count=7), [BOOT_LINE]) == ["check.outgoing-count"]
+    assert codes(kexec_state(out_release=b"7.2.13-kho-a"), [BOOT_LINE]) == [
+        "check.outgoing-release"
+    ]
+
+
+def test_boot_line_mismatch_gone_and_unreadable() -> None:
+    other = "KHO: exec from: 6.99.0 (count 9)"
+    assert codes(kexec_state(), [other]) == ["check.boot-line"]
+    assert codes(kexec_state(), ["unrelated"]) == ["log.boot-line-gone"]
+    assert codes(kexec_state(), None) == ["log.unavailable"]
+
+
+def test_invalid_incoming_blob_falls_back_to_kho_in_copy() -> None:
+    state = kexec_state(in_version=2)
+    chain = build_chain(state, [BOOT_LINE])
+    assert chain.source is not None and "kho_in" in chain.source
+    assert (chain.previous_release, chain.kexec_count) == ("7.2.13-kho-a", 2)
+
+
+def test_disabled_states() -> None:
+    off = KhoState(SymbolSource.DWARF, "7.2.13-kho-b", KhoStatus.DISABLED, False)
+    assert "KHO disabled" in line(off, [])
+    assert build_chain(off, []).findings == []
+    nokho = KhoState(SymbolSource.DWARF, "6.1.0", KhoStatus.NOT_BUILT)
+    assert "KHO not built in" in line(nokho, [])
+    after = KhoState(
+        SymbolSource.DWARF,
+        "7.2.13-kho-b",
+        KhoStatus.DISABLED_WITH_INCOMING,
+        False,
+        incoming=handover("incoming", b"7.2.13-kho-a", 2),
+    )
+    assert line(after, []) == (
+        "cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b "
+        "[crashed, kexec #2, KHO off] -> next: nothing (KHO disabled)"
+    )
+
+
+def test_find_boot_line() -> None:
+    bl = find_boot_line(["x", BOOT_LINE + "\n", "y"])
+    assert bl is not None and (bl.release, bl.kexec_count) == ("7.2.13-kho-a", 2)
+    assert find_boot_line(["KHO: exec from: weird (count x)"]) is None

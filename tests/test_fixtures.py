@@ -1,0 +1,157 @@
+"""End to end on the shared real vmcores: the real drgn CLI runs the contrib
+script, and its JSON must match the truth captured inside each guest."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from typing import Any
+
+import pytest
+from fixturedata import CONTRIB_SCRIPT, DUMPS, Truth, fixture_files, load_truth
+
+pytestmark = pytest.mark.fixtures
+
+
+def run_script(*drgn_args: str, script_args: tuple[str, ...] = ("--json",)) -> Any:
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "drgn",
+            "--quiet",
+            *drgn_args,
+            str(CONTRIB_SCRIPT),
+            *script_args,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Traceback" not in proc.stderr
+    return json.loads(proc.stdout) if "--json" in script_args else proc.stdout
+
+
+@pytest.fixture(scope="module", params=DUMPS)
+def truth(request: pytest.FixtureRequest) -> Truth:
+    return load_truth(request.param)
+
+
+@pytest.fixture(scope="module")
+def report_dwarf(truth: Truth) -> Any:
+    vmcore, vmlinux = fixture_files(truth)
+    return run_script("-c", str(vmcore), "-s", str(vmlinux))
+
+
+@pytest.fixture(scope="module")
+def report_nodebug(truth: Truth) -> Any:
+    vmcore, _ = fixture_files(truth)
+    return run_script("-c", str(vmcore), "--no-default-symbols")
+
+
+def check_side(side: Any, expected: Any) -> None:
+    """One handover direction against the truth, field by field."""
+    assert (side is None) == (expected is None)
+    if expected is None:
+        return
+    if expected.compatible is not None:
+        assert side["compatible"] == expected.compatible
+    else:
+        assert side["compatible"] == "kho-v4"  # 7.2.13's ABI, per kho-abi-7.2.md
+    if expected.preserved_memory_map is not None:
+        assert side["preserved_memory_map"] == expected.preserved_memory_map
+    got = {s["name"]: s for s in side["subtrees"]}
+    assert set(got) == set(expected.subtrees)
+    for name, fields in expected.subtrees.items():
+        for key, value in fields.items():
+            assert got[name][key] == value, (name, key)
+    md, want = side["kexec_metadata"], expected.metadata
+    assert md is not None and md["valid"]
+    for key in ("blob_size", "version", "previous_release", "kexec_count"):
+        assert md[key] == want[key], key
+
+
+def check_report(report: Any, truth: Truth) -> None:
+    assert report["schema"] == "kho-drgn/report/1"
+    assert report["target"]["release"] == truth.release
+    kho = report["kho"]
+    assert (kho["status"] in ("kexec", "cold-boot")) == truth.kho_enabled
+    check_side(kho["incoming"], truth.incoming)
+    check_side(kho["outgoing"], truth.outgoing)
+
+    chain = report["chain"]
+    assert chain["current_release"] == truth.chain[-1] == truth.release
+    if truth.kho_enabled:
+        assert chain["kexec_count"] == len(truth.chain) - 1
+        assert chain["previous_release"] == (
+            truth.chain[-2] if len(truth.chain) > 1 else None
+        )
+        assert chain["next"]["release"] == truth.release
+        assert chain["next"]["kexec_count"] == len(truth.chain)
+    else:
+        assert chain["kexec_count"] is None and chain["next"] is None
+    errors = [f for f in report["findings"] if f["severity"] == "error"]
+    assert errors == []
+
+
+def check_crash(report: Any, truth: Truth) -> None:
+    crash = report["crash"]
+    assert crash["release"] == truth.release
+    assert crash["panic_reason"] == truth.panic_reason
+    assert crash["log"]["wrapped"] is False
+    kho_lines = [line["text"] for line in crash["kho_log"]]
+    for line in truth.kho_boot_lines:
+        assert line in kho_lines
+
+
+def test_json_matches_truth(report_dwarf: Any, truth: Truth) -> None:
+    check_report(report_dwarf, truth)
+    check_crash(report_dwarf, truth)
+    assert report_dwarf["target"]["symbols"] == "dwarf"
+    if truth.crashed_task is not None:
+        assert report_dwarf["crash"]["crashed_task"] == truth.crashed_task
+    assert report_dwarf["crash"]["stack_trace"]
+
+
+def test_no_debuginfo_gives_same_chain(
+    report_nodebug: Any, report_dwarf: Any, truth: Truth
+) -> None:
+    """Without vmlinux: kallsyms + ABI layouts + VMCOREINFO printk."""
+    check_report(report_nodebug, truth)
+    check_crash(report_nodebug, truth)
+    assert report_nodebug["target"]["symbols"] == "kallsyms"
+    assert report_nodebug["chain"] == report_dwarf["chain"]
+    assert report_nodebug["kho"]["incoming"] == _without_layout(
+        report_dwarf["kho"]["incoming"]
+    )
+    codes = {f["code"] for f in report_nodebug["findings"]}
+    assert "symbols.no-dwarf" in codes  # every fixture kernel has KHO built in
+
+
+def _without_layout(side: Any) -> Any:
+    if side is None:
+        return None
+    side = json.loads(json.dumps(side))
+    side["kexec_metadata"]["layout"] = "abi"
+    return side
+
+
+def test_text_leads_with_chain(truth: Truth) -> None:
+    vmcore, vmlinux = fixture_files(truth)
+    text = run_script("-c", str(vmcore), "-s", str(vmlinux), script_args=())
+    first = text.splitlines()[0]
+    assert first.startswith("kexec chain: ")
+    if truth.name in ("chain-aab", "kdump"):
+        assert first == (
+            "kexec chain: cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b "
+            "[crashed, kexec #2] -> next: 7.2.13-kho-b, count 3"
+        )
+    elif truth.name == "cold-b":
+        assert first == (
+            "kexec chain: cold boot -> 7.2.13-kho-b [crashed, cold boot] "
+            "-> next: 7.2.13-kho-b, count 1"
+        )
+    else:
+        assert "KHO disabled" in first
