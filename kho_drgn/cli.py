@@ -16,9 +16,12 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import IO, NoReturn
+from typing import IO, TYPE_CHECKING, NoReturn
 
 from drgn import Program, ProgramFlags
+
+if TYPE_CHECKING:
+    from kho_drgn.report import KhoReport
 
 EXIT_OK = 0
 EXIT_FINDINGS = 1
@@ -95,30 +98,54 @@ def run(
         return EXIT_INTERNAL
 
 
-def _report(
-    prog: Program, args: argparse.Namespace, out: IO[str], err: IO[str], prog_name: str
-) -> int:
-    from kho_drgn.findings import Severity
-    from kho_drgn.render import render_report
-    from kho_drgn.report import kho_report, report_to_dict
+class TargetUnreadable(Exception):
+    """The target cannot be analysed at all; the message says why."""
+
+
+def build_report(prog: Program, with_crash: bool = True) -> KhoReport:
+    """``kho_report`` with every "cannot read the target" case as one error.
+
+    :raises TargetUnreadable: not a kernel, or the KHO variables unreadable.
+    """
+    from kho_drgn.report import kho_report
     from kho_drgn.target import TARGET_ERRORS, KhoReadError
 
     if not prog.flags & ProgramFlags.IS_LINUX_KERNEL:
-        print(f"{prog_name}: error: the target is not a Linux kernel", file=err)
-        return EXIT_UNREADABLE
+        raise TargetUnreadable("the target is not a Linux kernel")
     try:
-        report = kho_report(prog, with_crash=not args.no_crash)
+        return kho_report(prog, with_crash=with_crash)
     except KhoReadError as e:
+        raise TargetUnreadable(str(e)) from e
+    except TARGET_ERRORS as e:
+        raise TargetUnreadable(f"cannot read the target: {e}") from e
+
+
+def format_report(report: KhoReport, as_json: bool) -> str:
+    """The report as indented JSON or as the human view."""
+    if as_json:
+        from kho_drgn.report import report_to_dict
+
+        return json.dumps(report_to_dict(report), indent=2) + "\n"
+    from kho_drgn.render import render_report
+
+    return render_report(report)
+
+
+def has_errors(report: KhoReport) -> bool:
+    from kho_drgn.findings import Severity
+
+    return any(f.severity is Severity.ERROR for f in report.findings)
+
+
+def _report(
+    prog: Program, args: argparse.Namespace, out: IO[str], err: IO[str], prog_name: str
+) -> int:
+    try:
+        report = build_report(prog, with_crash=not args.no_crash)
+    except TargetUnreadable as e:
         print(f"{prog_name}: error: {e}", file=err)
         return EXIT_UNREADABLE
-    except TARGET_ERRORS as e:
-        print(f"{prog_name}: error: cannot read the target: {e}", file=err)
-        return EXIT_UNREADABLE
-    if args.json:
-        json.dump(report_to_dict(report), out, indent=2)
-        out.write("\n")
-    else:
-        out.write(render_report(report))
-    if args.strict and any(f.severity is Severity.ERROR for f in report.findings):
+    out.write(format_report(report, args.json))
+    if args.strict and has_errors(report):
         return EXIT_FINDINGS
     return EXIT_OK

@@ -1,0 +1,63 @@
+"""The ``kho`` drgn command, registered through the ``drgn.plugins`` entry point.
+
+After ``pip install``, in a drgn session on a kernel::
+
+    >>> %kho              # the chain, KHO state and crash context
+    >>> %kho --json       # the JSON report (schema kho-drgn/report/1)
+
+Importing this module only registers the command; the library loads on first
+use, so drgn sessions that never call it pay nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+from drgn import Program
+from drgn.commands import CommandError, argument
+from drgn.commands.linux import linux_kernel_command
+
+
+@linux_kernel_command(  # type: ignore[untyped-decorator]  # drgn types it loosely
+    description="show the KHO kexec chain: which kernel this one came from",
+    long_description="""
+    Decode Kexec HandOver (KHO) state from the target: the incoming handover
+    (what the previous kernel handed this one, kho_in) and the outgoing one
+    (what the next kernel will be told, kho_out), their subtrees and the
+    kexec-metadata blobs, and print the kexec chain on one line, followed by
+    tables and the crash context. Works without vmlinux debug info through
+    kallsyms and VMCOREINFO.
+    """,
+    arguments=(
+        argument("-h", "--help", action="store_true", help="show this help"),
+        argument("--json", action="store_true", help="print the JSON report"),
+        argument(
+            "--no-crash",
+            action="store_true",
+            help="skip the crash context (panic, task, stack, log lines)",
+        ),
+        argument(
+            "--strict",
+            action="store_true",
+            help="fail when any finding has error severity",
+        ),
+    ),
+)
+def _cmd_kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+    from kho_drgn.cli import TargetUnreadable, build_report, format_report, has_errors
+
+    parser = kwargs.get("parser")
+    if args.help and parser is not None:
+        # drgn 0.3.0 has no help command; argparse's own help text serves.
+        parser.print_help()
+        return
+
+    try:
+        report = build_report(prog, with_crash=not args.no_crash)
+    except TargetUnreadable as e:
+        raise CommandError(f"{name}: {e}") from e
+    sys.stdout.write(format_report(report, args.json))
+    if args.strict and has_errors(report):
+        raise CommandError(f"{name}: error-severity findings (see above)")

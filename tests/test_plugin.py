@@ -1,0 +1,92 @@
+"""The ``kho`` drgn command, loaded by a real drgn through its plugin entry point."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import json
+import subprocess
+import sys
+
+import pytest
+from fixturedata import fixture_files, load_truth
+
+pytestmark = pytest.mark.fixtures
+
+
+def plugin_installed() -> bool:
+    eps = importlib.metadata.entry_points(group="drgn.plugins")
+    return any(ep.name == "kho" and ep.value == "kho_drgn.command" for ep in eps)
+
+
+@pytest.fixture(autouse=True)
+def need_plugin() -> None:
+    if not plugin_installed():
+        pytest.skip("kho-drgn is not pip-installed: no drgn.plugins entry point")
+
+
+def drgn_exec(code: str, *drgn_args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "drgn", "--quiet", *drgn_args, "-e", code],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_kho_command_json() -> None:
+    vmcore, vmlinux = fixture_files(load_truth("chain-aab"))
+    proc = drgn_exec(
+        "from drgn.commands import run_command; run_command(prog, 'kho --json')",
+        "-c",
+        str(vmcore),
+        "-s",
+        str(vmlinux),
+    )
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["chain"]["previous_release"] == "7.2.13-kho-a"
+    assert report["chain"]["kexec_count"] == 2
+
+
+def test_kho_command_text_and_errors() -> None:
+    vmcore, vmlinux = fixture_files(load_truth("cold-b"))
+    code = (
+        "from drgn.commands import run_command, CommandError\n"
+        "run_command(prog, 'kho --no-crash')\n"
+        "try:\n"
+        "    run_command(prog, 'kho --bogus')\n"
+        "except CommandError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    proc = drgn_exec(code, "-c", str(vmcore), "-s", str(vmlinux))
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.startswith("kexec chain: cold boot -> 7.2.13-kho-b")
+    assert "ERR kho: error: unrecognized arguments: --bogus" in proc.stdout
+
+
+def test_kho_command_in_interactive_repl() -> None:
+    pexpect = pytest.importorskip("pexpect")
+    vmcore, vmlinux = fixture_files(load_truth("chain-aab"))
+    child = pexpect.spawn(
+        sys.executable,
+        ["-m", "drgn", "--quiet", "-c", str(vmcore), "-s", str(vmlinux)],
+        encoding="utf-8",
+        timeout=120,
+        env={"TERM": "dumb", "PAGER": "cat", "PATH": "/usr/bin:/bin"},
+    )
+    try:
+        child.expect(r"from drgn\.helpers\.linux import \*")  # end of the banner
+        child.expect(">>> ")
+        child.sendline("%kho --no-crash")
+        child.expect(r"kexec chain: cold boot -> \(1 kexec\) -> 7\.2\.13-kho-a")
+        child.expect(">>> ")
+        child.sendline("%kho --help")
+        child.expect("Decode Kexec HandOver")
+        child.expect(">>> ")
+        child.sendline("%kho --bogus")
+        child.expect("drgn: kho: error: unrecognized arguments: --bogus")
+        child.expect(">>> ")
+        child.sendline("exit()")
+        child.expect(pexpect.EOF)
+    finally:
+        child.close(force=True)
