@@ -172,6 +172,24 @@ def render_metadata(state: KhoState) -> str:
     )
 
 
+def render_scratch(state: KhoState) -> str:
+    scratch = state.scratch
+    if scratch is None or not scratch.count:
+        return ""
+    kho_in = state.kho_in
+    handed = (
+        " (the array handed over by the previous kernel)"
+        if kho_in is not None and kho_in.scratch_phys == scratch.array_phys
+        else ""
+    )
+    rows = [
+        (i, _hex(a.addr), _hex(a.size), _hex(a.addr + a.size))
+        for i, a in enumerate(scratch.areas)
+    ]
+    title = f"Scratch areas: {scratch.count} at physical {_hex(scratch.array_phys)}"
+    return f"{title}{handed}\n" + tabulate(rows, headers=("#", "start", "size", "end"))
+
+
 def render_crash(crash: CrashContext) -> str:
     rows: list[tuple[str, str]] = []
     if crash.live:
@@ -249,6 +267,7 @@ def render_report(report: KhoReport) -> str:
         render_fdts(state),
         render_subtrees(state),
         render_metadata(state),
+        render_scratch(state),
     ]
     if report.crash is not None:
         sections.append(render_crash(report.crash))

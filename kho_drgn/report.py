@@ -19,7 +19,7 @@ from kho_drgn.log import KernelLog
 from kho_drgn.metadata import KexecMetadata
 from kho_drgn.printk import LogUnavailable, kernel_log
 from kho_drgn.state import Handover, KhoState, kho_state
-from kho_drgn.target import SymbolSource
+from kho_drgn.target import Scratch, SymbolSource
 
 SCHEMA = "kho-drgn/report/1"
 
@@ -135,6 +135,16 @@ def handover_to_dict(handover: Handover | None) -> dict[str, Any] | None:
     }
 
 
+def scratch_to_dict(scratch: Scratch | None) -> dict[str, Any] | None:
+    if scratch is None:
+        return None
+    return {
+        "array_phys": scratch.array_phys,
+        "count": scratch.count,
+        "areas": [{"addr": a.addr, "size": a.size} for a in scratch.areas],
+    }
+
+
 def chain_to_dict(chain: KexecChain, line: str) -> dict[str, Any]:
     return {
         "line": line,
@@ -213,6 +223,7 @@ def report_to_dict(report: KhoReport) -> dict[str, Any]:
             ),
             "incoming": handover_to_dict(state.incoming),
             "outgoing": handover_to_dict(state.outgoing),
+            "scratch": scratch_to_dict(state.scratch),
         },
         "chain": chain_to_dict(report.chain, chain_line(report)),
         "crash": crash_to_dict(report.crash),

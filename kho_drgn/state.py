@@ -20,6 +20,7 @@ from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
 from kho_drgn.target import (
     KhoIn,
     KhoReadError,
+    Scratch,
     SymbolSource,
     has_kho,
     kexec_metadata_layout,
@@ -28,6 +29,7 @@ from kho_drgn.target import (
     read_fdt,
     read_kho_in,
     read_phys,
+    read_scratch,
     running_release,
     symbol_source,
     target_byteorder,
@@ -83,12 +85,15 @@ class KhoState:
     kho_in: KhoIn | None = None
     incoming: Handover | None = None
     outgoing: Handover | None = None
+    scratch: Scratch | None = None
     findings: list[Finding] = field(default_factory=list)
 
     def all_findings(self) -> Iterator[Finding]:
         yield from self.findings
         if self.kho_in is not None:
             yield from self.kho_in.findings
+        if self.scratch is not None:
+            yield from self.scratch.findings
         for handover in (self.incoming, self.outgoing):
             if handover is not None:
                 yield from handover.all_findings()
@@ -246,7 +251,31 @@ def kho_state(prog: Program) -> KhoState:
             )
     else:
         state.status = KhoStatus.KEXEC if state.incoming else KhoStatus.COLD_BOOT
+    state.scratch = read_scratch(prog)
+    state.findings.extend(_check_scratch(state))
     return state
+
+
+def _check_scratch(state: KhoState) -> list[Finding]:
+    """After a KHO boot the kernel adopts the scratch array it was handed."""
+    scratch, kho_in = state.scratch, state.kho_in
+    if (
+        state.status is not KhoStatus.KEXEC
+        or scratch is None
+        or kho_in is None
+        or not kho_in.scratch_phys
+        or scratch.array_phys is None
+        or scratch.array_phys == kho_in.scratch_phys
+    ):
+        return []
+    return [
+        warning(
+            "scratch.not-adopted",
+            f"kho_scratch is at physical {scratch.array_phys:#x}, not at the "
+            f"array the previous kernel handed over ({kho_in.scratch_phys:#x})",
+            "scratch",
+        )
+    ]
 
 
 def _has_any_symbols(prog: Program) -> bool:

@@ -29,11 +29,12 @@ from kho_drgn.abi import (
     KEXEC_METADATA_V1,
     KHO_IN_7_1,
     KHO_OUT_FDT_OFFSET,
+    KHO_SCRATCH_ENTRY_SIZE,
     MetadataLayout,
     kho_in_layout_for_release,
 )
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
-from kho_drgn.findings import Finding, warning
+from kho_drgn.findings import Finding, error, warning
 from kho_drgn.metadata import decode_c_string
 
 ByteOrder = Literal["little", "big"]
@@ -351,3 +352,93 @@ def kexec_metadata_layout(prog: Program) -> MetadataLayout:
         )
     except TARGET_ERRORS:
         return KEXEC_METADATA_V1
+
+
+#: More scratch areas than this is corruption (the kernel has lowmem, global
+#: and one per NUMA node).
+MAX_SCRATCH_AREAS = 1024
+
+
+@dataclass
+class ScratchArea:
+    """One ``struct kho_scratch``: memory the next kernel may boot from."""
+
+    addr: int
+    size: int
+
+
+@dataclass
+class Scratch:
+    """The scratch areas: the array ``kho_scratch`` points to, and its count.
+
+    After a KHO boot the kernel adopts the array the previous kernel handed
+    over, so ``array_phys`` equals ``kho_in.scratch_phys``.
+    """
+
+    array_phys: int | None
+    count: int
+    areas: list[ScratchArea] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+
+def read_scratch(prog: Program) -> Scratch | None:
+    """Read ``kho_scratch``/``kho_scratch_cnt``; None if the kernel lacks them."""
+    order = target_byteorder(prog)
+    try:
+        ptr_obj = _dwarf_object(prog, "kho_scratch")
+        cnt_obj = _dwarf_object(prog, "kho_scratch_cnt")
+        if ptr_obj is not None and cnt_obj is not None:
+            pointer, count = ptr_obj.value_(), cnt_obj.value_()
+        else:
+            ptr_sym = symbol_address(prog, "kho_scratch")
+            cnt_sym = symbol_address(prog, "kho_scratch_cnt")
+            if ptr_sym is None or cnt_sym is None:
+                return None
+            pointer = prog.read_word(ptr_sym)
+            count = int.from_bytes(prog.read(cnt_sym, 4), order)
+    except FaultError as e:
+        return Scratch(
+            None,
+            0,
+            findings=[warning("memory.missing", f"kho_scratch: {e}", "scratch")],
+        )
+    scratch = Scratch(
+        array_phys=virt_to_phys_or_none(prog, pointer) if pointer else None,
+        count=count,
+    )
+    if not pointer or not count:
+        return scratch
+    if count > MAX_SCRATCH_AREAS:
+        scratch.findings.append(
+            error(
+                "scratch.count-implausible",
+                f"kho_scratch_cnt is {count}; reading the first {MAX_SCRATCH_AREAS}",
+                "scratch",
+            )
+        )
+        count = MAX_SCRATCH_AREAS
+    try:
+        raw = prog.read(pointer, count * KHO_SCRATCH_ENTRY_SIZE)
+    except FaultError:
+        scratch.findings.append(
+            warning(
+                "memory.missing",
+                f"kho_scratch array at {pointer:#x} is not in the dump",
+                "scratch",
+            )
+        )
+        return scratch
+    scratch.areas = decode_scratch_array(raw, order)
+    return scratch
+
+
+def decode_scratch_array(raw: bytes, byteorder: ByteOrder) -> list[ScratchArea]:
+    """Decode packed ``struct kho_scratch`` {addr, size} (u64 each) entries."""
+    step = KHO_SCRATCH_ENTRY_SIZE
+    return [
+        ScratchArea(
+            addr=int.from_bytes(raw[i : i + 8], byteorder),
+            size=int.from_bytes(raw[i + 8 : i + 16], byteorder),
+        )
+        for i in range(0, len(raw) - step + 1, step)
+    ]

@@ -155,3 +155,23 @@ def test_text_leads_with_chain(truth: Truth) -> None:
         )
     else:
         assert "KHO disabled" in first
+
+
+def test_scratch_matches_debugfs(
+    report_dwarf: Any, report_nodebug: Any, truth: Truth
+) -> None:
+    """kho_scratch as read from the dump == what debugfs printed in the guest."""
+    phys = truth.debugfs.get("kho/out/scratch_phys")
+    lengths = truth.debugfs.get("kho/out/scratch_len")
+    if phys is None or lengths is None:
+        pytest.skip(f"{truth.name}: no scratch snapshot in the truth file")
+    expected = [
+        {"addr": int(a, 16), "size": int(s, 16)}
+        for a, s in zip(phys.decode().split(), lengths.decode().split())
+    ]
+    for report in (report_dwarf, report_nodebug):
+        scratch = report["kho"]["scratch"]
+        assert scratch["areas"] == expected
+        if report["kho"]["kho_in"]["fdt_phys"]:
+            # After a KHO boot the kernel adopts the array it was handed.
+            assert scratch["array_phys"] == report["kho"]["kho_in"]["scratch_phys"]
