@@ -194,3 +194,49 @@ def _check_boot_line(
             )
         ]
     return []
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
+def format_chain(chain: KexecChain, live: bool) -> str:
+    """The kexec chain on one line, e.g.
+
+    ``cold boot -> (1 kexec) -> A -> B [crashed, kexec #2] -> next: B, count 3``
+
+    Kernels before the previous one are not recorded anywhere; they are
+    collapsed into "(N kexecs)".
+    """
+    here = "running" if live else "crashed"
+    current = chain.current_release or "(unknown release)"
+    status = chain.status
+    if status is KhoStatus.NOT_BUILT:
+        return f"{current} [{here}; KHO not built in: chain unknown]"
+    if status is KhoStatus.DISABLED:
+        return f"{current} [{here}; KHO disabled: no handover data, chain unknown]"
+    if status is KhoStatus.COLD_BOOT:
+        return f"cold boot -> {current} [{here}, cold boot]{_format_next(chain)}"
+    tags = [here, f"kexec #{chain.kexec_count}" if chain.kexec_count else "kexec #?"]
+    if status is KhoStatus.DISABLED_WITH_INCOMING:
+        tags.append("KHO off")
+    before = _format_before(chain)
+    return f"{before} -> {current} [{', '.join(tags)}]{_format_next(chain)}"
+
+
+def _format_before(chain: KexecChain) -> str:
+    previous = chain.previous_release or "(unknown previous kernel)"
+    count = chain.kexec_count
+    if not count:
+        return f"? -> {previous}"
+    if count == 1:
+        return f"cold boot -> {previous}"
+    return f"cold boot -> ({_plural(count - 1, 'kexec')}) -> {previous}"
+
+
+def _format_next(chain: KexecChain) -> str:
+    if chain.status is KhoStatus.DISABLED_WITH_INCOMING:
+        return " -> next: nothing (KHO disabled)"
+    if chain.next_release is None:
+        return " -> next: (no valid outgoing metadata)"
+    return f" -> next: {chain.next_release}, count {chain.next_kexec_count}"

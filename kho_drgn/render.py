@@ -7,7 +7,6 @@ from __future__ import annotations
 
 from tabulate import tabulate
 
-from kho_drgn.chain import KexecChain
 from kho_drgn.crash import CrashContext
 from kho_drgn.findings import Finding
 from kho_drgn.report import KhoReport
@@ -26,55 +25,6 @@ _STATUS_TEXT = {
 
 def _hex(value: int | None) -> str:
     return "-" if value is None else f"{value:#x}"
-
-
-def _plural(n: int, word: str) -> str:
-    return f"{n} {word}" if n == 1 else f"{n} {word}s"
-
-
-def chain_line(report: KhoReport) -> str:
-    """The kexec chain on one line, e.g.
-
-    ``cold boot -> (1 kexec) -> A -> B [crashed, kexec #2] -> next: B, count 3``
-    """
-    chain = report.chain
-    live = (
-        report.crash.live
-        if report.crash is not None
-        else (report.target.kind != "vmcore")
-    )
-    here = "running" if live else "crashed"
-    current = chain.current_release or "(unknown release)"
-    status = chain.status
-    if status is KhoStatus.NOT_BUILT:
-        return f"{current} [{here}; KHO not built in: chain unknown]"
-    if status is KhoStatus.DISABLED:
-        return f"{current} [{here}; KHO disabled: no handover data, chain unknown]"
-    if status is KhoStatus.COLD_BOOT:
-        return f"cold boot -> {current} [{here}, cold boot]{_next(chain)}"
-    tags = [here]
-    tags.append(f"kexec #{chain.kexec_count}" if chain.kexec_count else "kexec #?")
-    if status is KhoStatus.DISABLED_WITH_INCOMING:
-        tags.append("KHO off")
-    return f"{_before(chain)} -> {current} [{', '.join(tags)}]{_next(chain)}"
-
-
-def _before(chain: KexecChain) -> str:
-    previous = chain.previous_release or "(unknown previous kernel)"
-    count = chain.kexec_count
-    if not count:
-        return f"? -> {previous}"
-    if count == 1:
-        return f"cold boot -> {previous}"
-    return f"cold boot -> ({_plural(count - 1, 'kexec')}) -> {previous}"
-
-
-def _next(chain: KexecChain) -> str:
-    if chain.status is KhoStatus.DISABLED_WITH_INCOMING:
-        return " -> next: nothing (KHO disabled)"
-    if chain.next_release is None:
-        return " -> next: (no valid outgoing metadata)"
-    return f" -> next: {chain.next_release}, count {chain.next_kexec_count}"
 
 
 def render_findings(findings: list[Finding]) -> str:
@@ -248,7 +198,7 @@ def render_report(report: KhoReport) -> str:
         else "no KHO debug info (kallsyms + ABI layouts)"
     )
     head = [
-        f"kexec chain: {chain_line(report)}",
+        f"kexec chain: {report.chain_line}",
         "",
         tabulate(
             [

@@ -12,7 +12,7 @@ from typing import Any
 from drgn import Program, ProgramFlags
 
 from kho_drgn import __version__
-from kho_drgn.chain import KexecChain, build_chain
+from kho_drgn.chain import KexecChain, build_chain, format_chain
 from kho_drgn.crash import CrashContext, crash_context
 from kho_drgn.findings import Finding, Severity, warning
 from kho_drgn.log import KernelLog
@@ -40,6 +40,15 @@ class KhoReport:
     chain: KexecChain
     crash: CrashContext | None
     findings: list[Finding] = field(default_factory=list)
+
+    @property
+    def live(self) -> bool:
+        """True for a running kernel (local or a QEMU guest), not a dump."""
+        return self.target.kind != "vmcore"
+
+    @property
+    def chain_line(self) -> str:
+        return format_chain(self.chain, self.live)
 
 
 def target_info(prog: Program, symbols: SymbolSource) -> TargetInfo:
@@ -195,8 +204,6 @@ def crash_to_dict(crash: CrashContext | None) -> dict[str, Any] | None:
 
 def report_to_dict(report: KhoReport) -> dict[str, Any]:
     """The report as JSON-ready data (schema :data:`SCHEMA`)."""
-    from kho_drgn.render import chain_line
-
     state = report.state
     kho_in = state.kho_in
     return {
@@ -225,7 +232,7 @@ def report_to_dict(report: KhoReport) -> dict[str, Any]:
             "outgoing": handover_to_dict(state.outgoing),
             "scratch": scratch_to_dict(state.scratch),
         },
-        "chain": chain_to_dict(report.chain, chain_line(report)),
+        "chain": chain_to_dict(report.chain, report.chain_line),
         "crash": crash_to_dict(report.crash),
         "findings": [f.to_dict() for f in report.findings],
     }

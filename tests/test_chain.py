@@ -7,7 +7,6 @@ from khobuild import kho_root_fdt, metadata_blob
 from kho_drgn.chain import build_chain, find_boot_line
 from kho_drgn.fdt import decode_kho_fdt
 from kho_drgn.metadata import decode_kexec_metadata
-from kho_drgn.render import chain_line
 from kho_drgn.report import KhoReport, TargetInfo
 from kho_drgn.state import Handover, KhoState, KhoStatus
 from kho_drgn.target import KhoIn, SymbolSource
@@ -51,7 +50,7 @@ def kexec_state(
 def line(state: KhoState, log: list[str] | None = None, kind: str = "vmcore") -> str:
     chain = build_chain(state, log)
     report = KhoReport(TargetInfo(kind, None, SymbolSource.DWARF), state, chain, None)
-    return chain_line(report)
+    return report.chain_line
 
 
 def codes(state: KhoState, log: list[str] | None = None) -> list[str]:
