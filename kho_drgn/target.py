@@ -226,7 +226,9 @@ def read_kho_in(prog: Program) -> KhoIn | None:
         size = max(layout.kexec_count or 0, layout.scratch_phys) + 8
         raw = prog.read(address, size)
     except FaultError as e:
-        raise KhoReadError(f"kho_in is not readable in this target: {e}") from e
+        raise KhoReadError(
+            f"kho_in is not in the dump (truncated or filtered?): {e}"
+        ) from e
 
     def u64(offset: int) -> int:
         return int.from_bytes(raw[offset : offset + 8], byteorder)
@@ -289,7 +291,9 @@ def kho_out_fdt_address(prog: Program) -> int | None:
                 return None
             address = prog.read_word(base + KHO_OUT_FDT_OFFSET)
     except FaultError as e:
-        raise KhoReadError(f"kho_out is not readable in this target: {e}") from e
+        raise KhoReadError(
+            f"kho_out is not in the dump (truncated or filtered?): {e}"
+        ) from e
     return address or None
 
 
