@@ -32,7 +32,9 @@ def render_findings(findings: list[Finding]) -> str:
         return "Findings: none"
     rows = [(f.severity.value, f.where, f.code, f.message) for f in findings]
     return "Findings\n" + tabulate(
-        rows, headers=("severity", "where", "code", "message"), tablefmt="simple"
+        rows,
+        headers=("severity", "where", "code", "message"),
+        maxcolwidths=[None, None, None, 72],
     )
 
 

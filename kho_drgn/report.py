@@ -77,11 +77,14 @@ def kho_report(prog: Program, with_crash: bool = True) -> KhoReport:
 
     findings = list(state.all_findings()) + chain.findings
     if state.symbols is SymbolSource.KALLSYMS and state.status.value != "not-built":
+        build_id = crash.build_id if crash is not None else None
+        wanted = f" (the dump's BUILD-ID is {build_id})" if build_id else ""
         findings.append(
             warning(
                 "symbols.no-dwarf",
-                "no debug info with the KHO types: found KHO through "
-                "VMCOREINFO/kallsyms and decoded with the ABI's layouts",
+                "no vmlinux debug info with the KHO types was loaded"
+                f"{wanted}: found KHO through VMCOREINFO/kallsyms and decoded "
+                "with the ABI's layouts",
                 "target",
             )
         )
