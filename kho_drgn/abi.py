@@ -29,29 +29,70 @@ EXEC_FROM_RE = re.compile(r"KHO: exec from: (?P<release>.*) \(count (?P<count>\d
 
 @dataclass(frozen=True)
 class KhoAbi:
-    """How one KHO ABI version lays out its root FDT."""
+    """How one KHO ABI version lays out its root FDT.
+
+    Versions and sources (kernel history, see the README's "Data it reads"):
+    kho-v1 6.16..7.0, kho-v2 (7.1 merge window only), kho-v3 7.1, kho-v4 7.2.
+    """
 
     compatible: str
     #: Property of a sub-node holding the physical address of its data.
     data_prop: str
-    #: Property holding the data's size; ``None`` when the data is always an
-    #: FDT whose header carries the size.
+    #: Property holding the data's size, or ``None`` when the data is always
+    #: an FDT whose header carries the size (kho-v1).
     size_prop: str | None
+    #: Whether the kernel rejects a sub-node without ``size_prop``.
+    size_required: bool
     #: Root property holding the physical address of the preserved-memory map.
     memory_map_prop: str
-    #: ``"radix"`` (7.x radix tree) or ``"chunks"`` (older bitmap chunk lists).
+    #: ``"radix"`` (radix tree, kho-v2+) or ``"chunks"`` (bitmap chunk lists).
     memory_map_format: str
+    #: First kernel release with this ABI.
+    since: str
 
 
+KHO_V1 = KhoAbi(
+    compatible="kho-v1",
+    data_prop="fdt",
+    size_prop=None,
+    size_required=False,
+    memory_map_prop="preserved-memory-map",
+    memory_map_format="chunks",
+    since="6.16",
+)
+#: kho-v2 only lived in the 7.1 merge window; some snapshots already wrote
+#: ``blob-size``, so it is read when present.
+KHO_V2 = KhoAbi(
+    compatible="kho-v2",
+    data_prop="preserved-data",
+    size_prop="blob-size",
+    size_required=False,
+    memory_map_prop="preserved-memory-map",
+    memory_map_format="radix",
+    since="7.1-rc",
+)
+KHO_V3 = KhoAbi(
+    compatible="kho-v3",
+    data_prop="preserved-data",
+    size_prop="blob-size",
+    size_required=True,
+    memory_map_prop="preserved-memory-map",
+    memory_map_format="radix",
+    since="7.1",
+)
 KHO_V4 = KhoAbi(
     compatible="kho-v4",
     data_prop="preserved-data",
     size_prop="blob-size",
+    size_required=True,
     memory_map_prop="preserved-memory-map",
     memory_map_format="radix",
+    since="7.2",
 )
 
-KNOWN_ABIS: dict[str, KhoAbi] = {abi.compatible: abi for abi in (KHO_V4,)}
+KNOWN_ABIS: dict[str, KhoAbi] = {
+    abi.compatible: abi for abi in (KHO_V1, KHO_V2, KHO_V3, KHO_V4)
+}
 
 
 def newest_abi() -> KhoAbi:
@@ -60,10 +101,16 @@ def newest_abi() -> KhoAbi:
 
 
 def abi_for_compatible(compatible: str | None) -> KhoAbi | None:
-    """Return the ABI description for a root ``compatible`` string, if known."""
+    """The ABI for a root ``compatible`` string: exact, or a known version
+    followed by extra tokens (a proposed composite form, e.g. ``kho-v4,...``).
+    """
     if compatible is None:
         return None
-    return KNOWN_ABIS.get(compatible)
+    exact = KNOWN_ABIS.get(compatible)
+    if exact is not None:
+        return exact
+    match = re.match(r"(kho-v\d+)(?![\w])", compatible)
+    return KNOWN_ABIS.get(match.group(1)) if match else None
 
 
 @dataclass(frozen=True)
@@ -90,28 +137,33 @@ KEXEC_METADATA_MIN_SIZE = 4
 
 
 @dataclass(frozen=True)
-class KhoInLayout:
-    """Offsets in ``struct kho_in`` used when there is no DWARF for it."""
+class KhoLayout:
+    """Offsets in ``struct kho_in``/``struct kho_out`` (x86_64, non-debug
+    locks) for one era of kernels, used when there is no DWARF for them."""
 
-    fdt_phys: int
-    scratch_phys: int
-    previous_release: int | None
-    previous_release_size: int
-    kexec_count: int | None
+    era: str
+    in_fdt_phys: int
+    in_scratch_phys: int
+    #: ``previous_release[65]``/``kexec_count`` copies (7.1+), else None.
+    in_previous_release: int | None
+    in_kexec_count: int | None
+    #: Offset of the outgoing FDT pointer in ``kho_out``.
+    out_fdt: int
+    #: True when that pointer is a ``struct page *`` (``kho_out.ser.fdt``,
+    #: 6.16..6.18), False when it is the FDT's direct-map address.
+    out_fdt_is_page: bool
+    in_previous_release_size: int = 65
 
 
-#: Linux 7.1+ (x86_64, 64-bit phys_addr_t): fdt_phys, scratch_phys,
-#: previous_release[65], kexec_count.
-KHO_IN_7_1 = KhoInLayout(
-    fdt_phys=0,
-    scratch_phys=8,
-    previous_release=16,
-    previous_release_size=65,
-    kexec_count=84,
+#: Eras by first (major, minor); the last one not after the release applies.
+KHO_LAYOUTS: tuple[tuple[tuple[int, int], KhoLayout], ...] = (
+    ((6, 16), KhoLayout("6.16-6.17", 8, 16, None, None, 88, True)),
+    ((6, 18), KhoLayout("6.18", 0, 8, None, None, 80, True)),
+    ((6, 19), KhoLayout("6.19-7.0", 0, 8, None, None, 0, False)),
+    ((7, 1), KhoLayout("7.1+", 0, 8, 16, 84, 0, False)),
 )
+KHO_LAYOUT_7_1 = KHO_LAYOUTS[-1][1]
 
-#: ``kho_out.fdt`` is the first member (a direct-map pointer) in 7.x.
-KHO_OUT_FDT_OFFSET = 0
 #: ``struct kho_scratch`` {phys_addr_t addr; phys_addr_t size;}
 KHO_SCRATCH_ENTRY_SIZE = 16
 
@@ -124,9 +176,16 @@ def parse_release_version(release: str) -> tuple[int, int] | None:
     return int(match.group(1)), int(match.group(2))
 
 
-def kho_in_layout_for_release(release: str | None) -> KhoInLayout | None:
-    """Pick the ``struct kho_in`` layout for a kernel release, without DWARF."""
+def kho_layout_for_release(release: str | None) -> KhoLayout | None:
+    """The ``kho_in``/``kho_out`` layout of a kernel release, without DWARF.
+
+    None for releases before KHO existed (6.16) or that cannot be parsed.
+    """
     version = parse_release_version(release or "")
-    if version is None or version < (7, 1):
+    if version is None:
         return None
-    return KHO_IN_7_1
+    layout = None
+    for first, candidate in KHO_LAYOUTS:
+        if version >= first:
+            layout = candidate
+    return layout

@@ -223,7 +223,7 @@ def _subtree_ref(
         )
     if abi.size_prop is not None:
         ref.size = node.prop_u64(abi.size_prop, byteorder)
-        if ref.size is None:
+        if ref.size is None and (abi.size_required or abi.size_prop in node.properties):
             ref.findings.append(
                 error(
                     "fdt.subtree-broken",

@@ -13,8 +13,19 @@ from dataclasses import dataclass, field
 
 from drgn import FaultError, Program
 
-from kho_drgn.abi import BLOB_MAX_SIZE, KEXEC_METADATA_NODE, ROOT_FDT_MAX_SIZE
-from kho_drgn.fdt import FdtError, KhoFdt, SubtreeRef, decode_kho_fdt
+from kho_drgn.abi import (
+    BLOB_MAX_SIZE,
+    FDT_HEADER_SIZE,
+    KEXEC_METADATA_NODE,
+    ROOT_FDT_MAX_SIZE,
+)
+from kho_drgn.fdt import (
+    FdtError,
+    KhoFdt,
+    SubtreeRef,
+    decode_kho_fdt,
+    fdt_header_totalsize,
+)
 from kho_drgn.findings import Finding, error, info, warning
 from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
 from kho_drgn.target import (
@@ -176,6 +187,8 @@ def read_handover(
         return handover
 
     for subtree in handover.fdt.subtrees:
+        if subtree.size is None and subtree.phys is not None and not subtree.findings:
+            subtree.size = _sub_fdt_size(prog, subtree, direction)
         if subtree.size is not None and subtree.size > BLOB_MAX_SIZE:
             subtree.findings.append(
                 warning(
@@ -197,6 +210,25 @@ def read_handover(
     else:
         handover.metadata = read_kexec_metadata(prog, metadata_ref, direction)
     return handover
+
+
+def _sub_fdt_size(prog: Program, subtree: SubtreeRef, where: str) -> int | None:
+    """Size of a subtree that is always an FDT (kho-v1), from its header."""
+    assert subtree.phys is not None
+    try:
+        return fdt_header_totalsize(read_phys(prog, subtree.phys, FDT_HEADER_SIZE))
+    except FaultError:
+        problem = "is not in the dump"
+    except FdtError as e:
+        problem = f"is not an FDT ({e})"
+    subtree.findings.append(
+        error(
+            "fdt.subtree-broken",
+            f"sub-node {subtree.name!r}: data at physical {subtree.phys:#x} {problem}",
+            where,
+        )
+    )
+    return None
 
 
 def kho_state(prog: Program) -> KhoState:

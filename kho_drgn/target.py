@@ -27,11 +27,11 @@ from drgn import (
 from kho_drgn.abi import (
     FDT_HEADER_SIZE,
     KEXEC_METADATA_V1,
-    KHO_IN_7_1,
-    KHO_OUT_FDT_OFFSET,
+    KHO_LAYOUT_7_1,
     KHO_SCRATCH_ENTRY_SIZE,
+    KhoLayout,
     MetadataLayout,
-    kho_in_layout_for_release,
+    kho_layout_for_release,
 )
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
 from kho_drgn.findings import Finding, error, warning
@@ -198,6 +198,22 @@ class KhoIn:
     findings: list[Finding] = field(default_factory=list)
 
 
+def kho_layout(prog: Program) -> tuple[KhoLayout, list[Finding]]:
+    """The era layout of ``kho_in``/``kho_out`` for this release (no DWARF)."""
+    release = running_release(prog)
+    layout = kho_layout_for_release(release)
+    if layout is not None:
+        return layout, []
+    return KHO_LAYOUT_7_1, [
+        warning(
+            "symbols.layout-guess",
+            f"no DWARF for the KHO structs and no known layout for release "
+            f"{release!r}; using the 7.1+ layout",
+            "target",
+        )
+    ]
+
+
 def read_kho_in(prog: Program) -> KhoIn | None:
     """Read ``kho_in``; None if the kernel has no such variable.
 
@@ -211,19 +227,8 @@ def read_kho_in(prog: Program) -> KhoIn | None:
         address = symbol_address(prog, "kho_in")
         if address is None:
             return None
-        layout = kho_in_layout_for_release(running_release(prog))
-        findings: list[Finding] = []
-        if layout is None:
-            layout = KHO_IN_7_1
-            findings.append(
-                warning(
-                    "symbols.layout-guess",
-                    "no DWARF for struct kho_in and no known layout for release "
-                    f"{running_release(prog)!r}; using the 7.1+ layout",
-                    "incoming",
-                )
-            )
-        size = max(layout.kexec_count or 0, layout.scratch_phys) + 8
+        layout, findings = kho_layout(prog)
+        size = max(layout.in_kexec_count or 0, layout.in_scratch_phys) + 8
         raw = prog.read(address, size)
     except FaultError as e:
         raise KhoReadError(
@@ -234,24 +239,22 @@ def read_kho_in(prog: Program) -> KhoIn | None:
         return int.from_bytes(raw[offset : offset + 8], byteorder)
 
     kho_in = KhoIn(
-        fdt_phys=u64(layout.fdt_phys),
-        scratch_phys=u64(layout.scratch_phys),
+        fdt_phys=u64(layout.in_fdt_phys),
+        scratch_phys=u64(layout.in_scratch_phys),
         previous_release=None,
         kexec_count=None,
-        has_metadata_copy=layout.previous_release is not None,
+        has_metadata_copy=layout.in_previous_release is not None,
         findings=findings,
     )
-    if layout.previous_release is not None and layout.kexec_count is not None:
-        start = layout.previous_release
+    release_at, count_at = layout.in_previous_release, layout.in_kexec_count
+    if release_at is not None and count_at is not None:
         kho_in.previous_release, found = decode_c_string(
-            raw[start : start + layout.previous_release_size],
+            raw[release_at : release_at + layout.in_previous_release_size],
             "kho_in.previous_release",
             "incoming",
         )
         kho_in.findings.extend(found)
-        kho_in.kexec_count = int.from_bytes(
-            raw[layout.kexec_count : layout.kexec_count + 4], byteorder
-        )
+        kho_in.kexec_count = int.from_bytes(raw[count_at : count_at + 4], byteorder)
     return kho_in
 
 
@@ -279,22 +282,47 @@ def _kho_in_from_object(obj: Object) -> KhoIn:
 def kho_out_fdt_address(prog: Program) -> int | None:
     """Virtual (direct-map) address of the outgoing root FDT; None if NULL.
 
+    7.x keeps it in ``kho_out.fdt``; 6.16..6.18 kept a ``struct page *`` in
+    ``kho_out.ser.fdt`` (formatted only at finalize).
+
     :raises KhoReadError: if ``kho_out`` exists but cannot be read.
     """
     obj = _dwarf_object(prog, "kho_out")
     try:
         if obj is not None:
-            address = obj.fdt.value_()
-        else:
-            base = symbol_address(prog, "kho_out")
-            if base is None:
-                return None
-            address = prog.read_word(base + KHO_OUT_FDT_OFFSET)
+            try:
+                return obj.fdt.value_() or None
+            except AttributeError:
+                from drgn.helpers.linux.mm import page_to_virt
+
+                page = obj.ser.fdt
+                return page_to_virt(page).value_() if page else None
+        base = symbol_address(prog, "kho_out")
+        if base is None:
+            return None
+        layout, _ = kho_layout(prog)
+        address = prog.read_word(base + layout.out_fdt)
+        if address and layout.out_fdt_is_page:
+            return _page_to_virt_vmcoreinfo(prog, address)
     except FaultError as e:
         raise KhoReadError(
             f"kho_out is not in the dump (truncated or filtered?): {e}"
         ) from e
     return address or None
+
+
+def _page_to_virt_vmcoreinfo(prog: Program, page: int) -> int | None:
+    """``page_to_virt`` from VMCOREINFO's vmemmap base and SIZE(page)."""
+    from kho_drgn.vmcoreinfo import read_vmcoreinfo
+
+    info = read_vmcoreinfo(prog)
+    vmemmap = info.number("SYMBOL(vmemmap)") if info else None
+    page_size = info.number("SIZE(page)") if info else None
+    if vmemmap is None or not page_size or page < vmemmap:
+        return None
+    phys = ((page - vmemmap) // page_size) * prog["PAGE_SIZE"].value_()
+    base = symbol_address(prog, "page_offset_base")
+    return None if base is None else prog.read_word(base) + phys
 
 
 def virt_to_phys_or_none(prog: Program, address: int) -> int | None:

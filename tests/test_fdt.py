@@ -98,3 +98,64 @@ def test_generic_walk_yields_every_node() -> None:
         "/kexec-metadata",
         "/memblock",
     ]
+
+
+@pytest.mark.parametrize(
+    ("compatible", "data_prop", "size_prop", "memory_map_format"),
+    [
+        ("kho-v1", "fdt", None, "chunks"),
+        ("kho-v2", "preserved-data", None, "radix"),
+        ("kho-v3", "preserved-data", "blob-size", "radix"),
+        ("kho-v4", "preserved-data", "blob-size", "radix"),
+    ],
+)
+def test_every_abi_version(
+    compatible: str, data_prop: str, size_prop: str | None, memory_map_format: str
+) -> None:
+    """Each version's root FDT, built with its own property names."""
+    blob = kho_root_fdt(
+        [("memblock", 0x5000, 210)],
+        compatible=compatible,
+        data_prop=data_prop,
+        size_prop=size_prop,
+    )
+    fdt = decode_kho_fdt(blob)
+    assert fdt.abi is not None and fdt.abi.compatible == compatible
+    assert fdt.abi.memory_map_format == memory_map_format
+    (ref,) = fdt.subtrees
+    assert ref.phys == 0x5000 and ref.findings == []
+    # Without a size property the size comes from the sub-FDT's header later.
+    assert ref.size == (210 if size_prop else None)
+
+
+def test_v3_requires_blob_size_but_v2_does_not() -> None:
+    for compatible, broken in (("kho-v2", False), ("kho-v3", True)):
+        blob = kho_root_fdt([("x", 0x5000, 1)], compatible=compatible, size_prop=None)
+        (ref,) = decode_kho_fdt(blob).subtrees
+        assert bool(ref.findings) is broken
+
+
+def test_v1_reads_fdt_property_not_preserved_data() -> None:
+    blob = kho_root_fdt([("x", 0x5000, 1)], compatible="kho-v1")  # preserved-data
+    (ref,) = decode_kho_fdt(blob).subtrees
+    assert ref.phys is None
+    assert "'fdt'" in ref.findings[0].message
+
+
+def test_composite_compatible_uses_its_base_version() -> None:
+    fdt = decode_kho_fdt(kho_root_fdt(SUBTREES, compatible="kho-v4,radix-v2"))
+    assert fdt.abi is not None and fdt.abi.compatible == "kho-v4"
+    assert decode_kho_fdt(kho_root_fdt(SUBTREES, compatible="kho-v40")).abi is None
+
+
+def test_layout_by_release() -> None:
+    from kho_drgn.abi import kho_layout_for_release
+
+    assert kho_layout_for_release("6.15.0") is None
+    assert kho_layout_for_release("6.16.3").out_fdt_is_page  # type: ignore[union-attr]
+    assert kho_layout_for_release("6.16.3").in_fdt_phys == 8  # type: ignore[union-attr]
+    assert kho_layout_for_release("6.18.1").out_fdt == 80  # type: ignore[union-attr]
+    assert kho_layout_for_release("7.0.2").in_previous_release is None  # type: ignore[union-attr]
+    v72 = kho_layout_for_release("7.2.13-kho-b")
+    assert v72 is not None and (v72.in_previous_release, v72.in_kexec_count) == (16, 84)
+    assert kho_layout_for_release("garbage") is None
