@@ -52,11 +52,14 @@ class KexecChain:
     findings: list[Finding] = field(default_factory=list)
 
 
-def build_chain(state: KhoState, log_lines: list[str] | None = None) -> KexecChain:
+def build_chain(
+    state: KhoState, log_lines: list[str] | None = None, log_wrapped: bool = False
+) -> KexecChain:
     """Work out the chain from a KhoState, cross-checking every source.
 
     :param log_lines: the kernel log (or just its KHO lines) when readable;
         ``None`` when the log could not be read at all.
+    :param log_wrapped: the oldest boot records are gone from the log buffer.
     """
     chain = KexecChain(status=state.status, current_release=state.release)
     incoming_md = state.incoming.metadata if state.incoming else None
@@ -93,7 +96,10 @@ def build_chain(state: KhoState, log_lines: list[str] | None = None) -> KexecCha
     chain.findings.extend(_check_kho_in_copy(state))
     chain.findings.extend(_check_outgoing(state, chain))
     if state.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
-        chain.findings.extend(_check_boot_line(chain, boot_line, log_lines))
+        chain.findings.extend(
+            _check_boot_line(chain, boot_line, log_lines, log_wrapped)
+        )
+    chain.findings.extend(_kernel_complaints(log_lines or []))
     return chain
 
 
@@ -150,7 +156,10 @@ def _check_outgoing(state: KhoState, chain: KexecChain) -> list[Finding]:
 
 
 def _check_boot_line(
-    chain: KexecChain, boot_line: BootLine | None, log_lines: list[str] | None
+    chain: KexecChain,
+    boot_line: BootLine | None,
+    log_lines: list[str] | None,
+    log_wrapped: bool,
 ) -> list[Finding]:
     """The boot log line against the decoded metadata."""
     if log_lines is None:
@@ -162,16 +171,13 @@ def _check_boot_line(
             )
         ]
     if boot_line is None:
-        if chain.status is KhoStatus.KEXEC:
-            return [
-                info(
-                    "log.boot-line-gone",
-                    "no 'KHO: exec from:' line in the log buffer (it wrapped, "
-                    "or the kernel refused the metadata)",
-                    "log",
-                )
-            ]
-        return []
+        if chain.status is not KhoStatus.KEXEC:
+            return []
+        if log_wrapped:
+            why = "the log buffer wrapped and the boot records are gone"
+        else:
+            why = "the log is complete, so the kernel did not print it"
+        return [info("log.boot-line-gone", f"no 'KHO: exec from:' line: {why}", "log")]
     if chain.status is KhoStatus.COLD_BOOT:
         return [
             warning(
@@ -240,3 +246,22 @@ def _format_next(chain: KexecChain) -> str:
     if chain.next_release is None:
         return " -> next: (no valid outgoing metadata)"
     return f" -> next: {chain.next_release}, count {chain.next_kexec_count}"
+
+
+#: What the kernel logs when it refuses or cannot use handover data.
+KERNEL_COMPLAINTS = (
+    "KHO: kexec-metadata",
+    "KHO: setup:",
+    "KHO: disabling KHO revival",
+    "broken KHO subnode",
+    "KHO: failed to",
+)
+
+
+def _kernel_complaints(lines: list[str]) -> list[Finding]:
+    """KHO warnings the kernel itself printed, each as a finding."""
+    return [
+        warning("log.kernel-warning", f"the kernel logged: {line.strip()}", "log")
+        for line in lines
+        if any(marker in line for marker in KERNEL_COMPLAINTS)
+    ]

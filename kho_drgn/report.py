@@ -72,7 +72,10 @@ def kho_report(prog: Program, with_crash: bool = True) -> KhoReport:
         log = kernel_log(prog)
     except LogUnavailable as e:
         log, log_error = None, str(e)
-    chain = build_chain(state, log.lines() if log is not None else None)
+    if log is None:
+        chain = build_chain(state, None)
+    else:
+        chain = build_chain(state, log.lines(), log.wrapped)
     crash = crash_context(prog, log, log_error) if with_crash else None
 
     findings = list(state.all_findings()) + chain.findings

@@ -110,6 +110,8 @@ def test_boot_line_mismatch_gone_and_unreadable() -> None:
     other = "KHO: exec from: 6.99.0 (count 9)"
     assert codes(kexec_state(), [other]) == ["check.boot-line"]
     assert codes(kexec_state(), ["unrelated"]) == ["log.boot-line-gone"]
+    gone = build_chain(kexec_state(), ["unrelated"], log_wrapped=True).findings[0]
+    assert "wrapped" in gone.message
     assert codes(kexec_state(), None) == ["log.unavailable"]
 
 
@@ -143,3 +145,8 @@ def test_find_boot_line() -> None:
     bl = find_boot_line(["x", BOOT_LINE + "\n", "y"])
     assert bl is not None and (bl.release, bl.kexec_count) == ("7.2.13-kho-a", 2)
     assert find_boot_line(["KHO: exec from: weird (count x)"]) is None
+
+
+def test_kernel_warnings_become_findings() -> None:
+    lines = [BOOT_LINE, "KHO: kexec-metadata version 2 not supported (expected 1)"]
+    assert codes(kexec_state(), lines) == ["log.kernel-warning"]
