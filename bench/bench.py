@@ -1,0 +1,111 @@
+#!/usr/bin/env python3
+"""Benchmark kho-drgn against bare drgn on the same dumps, in the same run.
+
+Not a test: it prints a Markdown table of medians (wall time, peak RSS) and
+ratios to the baseline measured alongside, so numbers from different
+machines are never compared with each other.
+
+    python3 bench/bench.py [--repeat 5] [--json-out FILE]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO / "tests"))
+
+from fixturedata import decompressed, shared_dir  # noqa: E402
+
+SCRIPT = str(REPO / "contrib" / "kho_chain.py")
+
+
+@dataclass
+class Result:
+    name: str
+    wall_s: float
+    max_rss_mib: float
+    baseline: str
+    ratio: float | None = None
+
+
+def measure(cmd: list[str], repeat: int) -> tuple[float, float]:
+    """Median wall time and median peak RSS of ``cmd`` over ``repeat`` runs."""
+    walls, rss = [], []
+    for _ in range(repeat):
+        start = time.perf_counter()
+        proc = subprocess.Popen(
+            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        _, status, usage = os.wait4(proc.pid, 0)
+        walls.append(time.perf_counter() - start)
+        rss.append(usage.ru_maxrss / 1024)
+        if os.waitstatus_to_exitcode(status) != 0:
+            raise SystemExit(f"failed ({status}): {' '.join(cmd)}")
+    return statistics.median(walls), statistics.median(rss)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=5)
+    parser.add_argument("--json-out", type=Path)
+    args = parser.parse_args()
+    shared = shared_dir()
+    if shared is None:
+        print("no ../shared fixtures (set KHO_DRGN_SHARED)", file=sys.stderr)
+        return 2
+    fx = shared / "fixtures"
+    vmlinux_name = "vmlinux-7.2.13-kho-b.xz"
+    dumps = {
+        "chain-aab": (
+            fx / "kho-7.2/chain-aab.vmcore.xz",
+            fx / "kho-7.2" / vmlinux_name,
+        ),
+        "kdump": (
+            fx / "kho-7.2-kdump/kdump.vmcore.xz",
+            fx / "kho-7.2-kdump" / vmlinux_name,
+        ),
+    }
+    drgn = [sys.executable, "-m", "drgn", "--quiet"]
+    results: list[Result] = []
+    for name, (core_xz, vmlinux_xz) in dumps.items():
+        core, vmlinux = str(decompressed(core_xz)), str(decompressed(vmlinux_xz))
+        sym = [*drgn, "-c", core, "-s", vmlinux]
+        nosym = [*drgn, "-c", core, "--no-default-symbols"]
+        runs = {
+            "bare drgn -e pass": [*sym, "-e", "pass"],
+            "kho_chain.py --json": [*sym, SCRIPT, "--json"],
+            "kho_chain.py (text)": [*sym, SCRIPT],
+            "bare drgn, no symbols": [*nosym, "-e", "pass"],
+            "kho_chain.py --json, no debuginfo": [*nosym, SCRIPT, "--json"],
+        }
+        measured = {label: measure(cmd, args.repeat) for label, cmd in runs.items()}
+        for label, (wall, rss) in measured.items():
+            base = (
+                "bare drgn, no symbols"
+                if "no" in label and "debuginfo" in label
+                else "bare drgn -e pass"
+            )
+            ratio = None if label.startswith("bare") else wall / measured[base][0]
+            results.append(Result(f"{name}: {label}", wall, rss, base, ratio))
+
+    print(f"| run (median of {args.repeat}) | wall s | peak RSS MiB | vs baseline |")
+    print("|---|---|---|---|")
+    for r in results:
+        shown = "baseline" if r.ratio is None else f"{r.ratio:.2f}x {r.baseline}"
+        print(f"| {r.name} | {r.wall_s:.3f} | {r.max_rss_mib:.0f} | {shown} |")
+    if args.json_out:
+        args.json_out.write_text(json.dumps([asdict(r) for r in results], indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
