@@ -1,0 +1,153 @@
+"""Grouping triage records across a fleet: which kexec transitions crash.
+
+Pure: records in, tables out.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter, defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+#: kexec_count buckets: 0 (cold boot), 1, 2, 3-5, 6-10, >10.
+BUCKETS = (
+    (0, 0, "0 (cold boot)"),
+    (1, 1, "1"),
+    (2, 2, "2"),
+    (3, 5, "3-5"),
+    (6, 10, "6-10"),
+)
+
+
+def count_bucket(count: int | None) -> str:
+    if count is None:
+        return "unknown"
+    for low, high, label in BUCKETS:
+        if low <= count <= high:
+            return label
+    return ">10"
+
+
+_NOISE = re.compile(r"0x[0-9a-fA-F]+|\b\d+\b")
+
+
+def panic_signature(reason: str | None) -> str:
+    """A panic reason with addresses and numbers masked, for grouping."""
+    if not reason:
+        return "(no panic message)"
+    return _NOISE.sub("N", reason).strip()
+
+
+def transition(report: dict[str, Any]) -> str:
+    """``previous -> crashed`` release, or the KHO state when there is none."""
+    status = report["kho"]["status"]
+    chain = report["chain"]
+    current = chain["current_release"] or "?"
+    if status == "cold-boot":
+        return f"cold boot -> {current}"
+    if status in ("kexec", "disabled-with-incoming") and chain["previous_release"]:
+        return f"{chain['previous_release']} -> {current}"
+    return f"({status}) {current}"
+
+
+@dataclass
+class FleetReport:
+    total: int = 0
+    failed: list[dict[str, Any]] = field(default_factory=list)
+    by_transition: Counter[str] = field(default_factory=Counter)
+    by_bucket: Counter[str] = field(default_factory=Counter)
+    by_panic: Counter[str] = field(default_factory=Counter)
+    #: host -> [(kexec_count, release, dump)] in kexec_count order
+    hosts: dict[str, list[tuple[int | None, str | None, str]]] = field(
+        default_factory=dict
+    )
+
+
+def fleet_report(records: Iterable[dict[str, Any]]) -> FleetReport:
+    fleet = FleetReport()
+    hosts: dict[str, list[tuple[int | None, str | None, str]]] = defaultdict(list)
+    for record in records:
+        fleet.total += 1
+        report = record.get("report")
+        if record.get("status") != "ok" or not report:
+            fleet.failed.append(record)
+            continue
+        chain = report["chain"]
+        fleet.by_transition[transition(report)] += 1
+        fleet.by_bucket[count_bucket(chain["kexec_count"])] += 1
+        crash = report.get("crash") or {}
+        fleet.by_panic[panic_signature(crash.get("panic_reason"))] += 1
+        hosts[record.get("host") or "(unknown host)"].append(
+            (chain["kexec_count"], chain["current_release"], record["dump"])
+        )
+    fleet.hosts = {
+        host: sorted(entries, key=lambda e: (e[0] is None, e[0] or 0))
+        for host, entries in sorted(hosts.items())
+    }
+    return fleet
+
+
+def fleet_to_dict(fleet: FleetReport) -> dict[str, Any]:
+    return {
+        "schema": "kho-drgn/fleet-report/1",
+        "dumps": fleet.total,
+        "ok": fleet.total - len(fleet.failed),
+        "failed": [
+            {"dump": r.get("dump"), "status": r.get("status"), "error": r.get("error")}
+            for r in fleet.failed
+        ],
+        "by_transition": dict(fleet.by_transition.most_common()),
+        "by_kexec_count": dict(fleet.by_bucket.most_common()),
+        "by_panic": dict(fleet.by_panic.most_common()),
+        "hosts": {
+            host: [
+                {"kexec_count": count, "release": release, "dump": dump}
+                for count, release, dump in entries
+            ]
+            for host, entries in fleet.hosts.items()
+        },
+    }
+
+
+def render_fleet(fleet: FleetReport) -> str:
+    from tabulate import tabulate
+
+    def table(title: str, counter: Counter[str], what: str) -> str:
+        rows = counter.most_common()
+        return f"{title}\n" + tabulate(rows, headers=(what, "crashes"))
+
+    ok = fleet.total - len(fleet.failed)
+    out = [
+        f"{fleet.total} dumps: {ok} analysed, {len(fleet.failed)} failed",
+        table(
+            "By kexec transition (previous -> crashed)",
+            fleet.by_transition,
+            "transition",
+        ),
+        table("By kexec_count", fleet.by_bucket, "kexec_count"),
+        table("By panic signature", fleet.by_panic, "panic"),
+    ]
+    host_rows = [
+        (
+            host,
+            " -> ".join(f"{rel} (#{'?' if n is None else n})" for n, rel, _ in entries),
+        )
+        for host, entries in fleet.hosts.items()
+    ]
+    out.append(
+        "Per host, in kexec_count order\n"
+        + tabulate(host_rows, headers=("host", "crashed kernels"))
+    )
+    if fleet.failed:
+        rows = [(r.get("dump"), r.get("status"), r.get("error")) for r in fleet.failed]
+        out.append(
+            "Failed\n"
+            + tabulate(
+                rows,
+                headers=("dump", "status", "reason"),
+                maxcolwidths=[None, None, 70],
+            )
+        )
+    return "\n\n".join(out) + "\n"

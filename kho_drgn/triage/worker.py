@@ -1,0 +1,121 @@
+"""Analyse one dump in this process and print one JSON record.
+
+Run by ``kho-triage`` as ``python -m kho_drgn.triage.worker`` so that a dump
+which crashes or hangs drgn costs only its own process.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import drgn
+
+RECORD_SCHEMA = "kho-drgn/triage-record/1"
+_UTS_FIELD = 65  # struct new_utsname: six char[65]; nodename is the second
+
+
+def failed_record(dump: str, error: str, status: str = "failed") -> dict[str, Any]:
+    return {
+        "schema": RECORD_SCHEMA,
+        "dump": dump,
+        "host": None,
+        "vmlinux": None,
+        "vmlinux_match": "none",
+        "status": status,
+        "error": error,
+        "elapsed_s": None,
+        "report": None,
+    }
+
+
+def nodename(prog: drgn.Program) -> str | None:
+    """The host name the crashed kernel had (``uname -n``)."""
+    from kho_drgn.target import TARGET_ERRORS
+    from kho_drgn.vmcoreinfo import read_vmcoreinfo
+
+    try:
+        return str(prog["init_uts_ns"].name.nodename.string_().decode())
+    except TARGET_ERRORS:
+        pass
+    info = read_vmcoreinfo(prog)
+    uts = info.number("SYMBOL(init_uts_ns)") if info else None
+    name_off = info.number("OFFSET(uts_namespace.name)") if info else None
+    if uts is None or name_off is None:
+        return None
+    try:
+        raw = prog.read(uts + name_off + _UTS_FIELD, _UTS_FIELD)
+    except TARGET_ERRORS:
+        return None
+    return raw.split(b"\0", 1)[0].decode("utf-8", "replace") or None
+
+
+def analyse(
+    dump: str, vmlinux: str | None, index: dict[str, str], with_crash: bool
+) -> dict[str, Any]:
+    """Open ``dump``, load the matching vmlinux if any, return a record."""
+    from kho_drgn.cli import TargetUnreadable, build_report
+    from kho_drgn.report import report_to_dict
+    from kho_drgn.vmcoreinfo import read_vmcoreinfo
+
+    start = time.monotonic()
+    record = failed_record(dump, "")
+    prog = drgn.Program()
+    try:
+        prog.set_core_dump(dump)
+    except (OSError, ValueError, drgn.FaultError) as e:
+        record["error"] = f"cannot open as a dump: {e}"
+        return record
+    info = read_vmcoreinfo(prog)
+    build_id = info.build_id if info else None
+    if vmlinux is not None:
+        record["vmlinux_match"] = "explicit"
+    elif build_id and build_id in index:
+        vmlinux, record["vmlinux_match"] = index[build_id], "build-id"
+    if vmlinux is not None:
+        try:
+            prog.load_debug_info([vmlinux])
+        except drgn.MissingDebugInfoError as e:
+            record["vmlinux_error"] = str(e)
+        except OSError as e:
+            record["vmlinux_error"] = f"cannot read {vmlinux}: {e}"
+        record["vmlinux"] = vmlinux
+    record["host"] = nodename(prog)
+    try:
+        report = build_report(prog, with_crash=with_crash)
+    except TargetUnreadable as e:
+        record["error"] = str(e)
+        return record
+    record.update(status="ok", error=None, report=report_to_dict(report))
+    if report.target.symbols.value != "dwarf" and vmlinux is not None:
+        record["vmlinux_error"] = record.get("vmlinux_error") or (
+            f"{vmlinux} was not used: its build ID does not match the dump's "
+            f"BUILD-ID {build_id}"
+        )
+    record["elapsed_s"] = round(time.monotonic() - start, 3)
+    return record
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="kho_drgn.triage.worker")
+    parser.add_argument("dump")
+    parser.add_argument("--vmlinux")
+    parser.add_argument("--index", type=Path, help="JSON file: build ID -> vmlinux")
+    parser.add_argument("--no-crash", action="store_true")
+    args = parser.parse_args(argv)
+    index = json.loads(args.index.read_text()) if args.index else {}
+    try:
+        record = analyse(args.dump, args.vmlinux, index, not args.no_crash)
+    except Exception as e:  # one record per dump, whatever happened
+        record = failed_record(args.dump, f"internal error: {type(e).__name__}: {e}")
+    json.dump(record, sys.stdout)
+    sys.stdout.write("\n")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

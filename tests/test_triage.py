@@ -1,0 +1,130 @@
+"""kho-triage over the shared dumps plus generated bad dumps, and its report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixturedata import fixture_files, load_truth
+
+from kho_drgn.triage.discover import elf_build_id, for_each_dump
+from kho_drgn.triage.fleet import count_bucket, fleet_report, panic_signature
+
+pytestmark = pytest.mark.fixtures
+
+
+def triage(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kho_drgn.triage.cli", *args],
+        capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def batch(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, list[dict[str, Any]], int]:
+    """A /var/crash-like tree: the real dumps, a truncated copy, random bytes."""
+    root = tmp_path_factory.mktemp("crash")
+    debug = tmp_path_factory.mktemp("debuginfo")
+    for name in ("chain-aab", "cold-b", "off-b", "kdump"):
+        vmcore, vmlinux = fixture_files(load_truth(name))
+        (root / f"host-{name}").mkdir()
+        os.symlink(vmcore, root / f"host-{name}" / "vmcore")
+        link = debug / f"{name}-vmlinux"
+        if not link.exists():
+            os.symlink(vmlinux, link)
+    vmcore, _ = fixture_files(load_truth("chain-aab"))
+    (root / "host-truncated").mkdir()
+    with open(vmcore, "rb") as src:
+        (root / "host-truncated" / "vmcore").write_bytes(src.read(1 << 20))
+    (root / "host-random").mkdir()
+    (root / "host-random" / "vmcore").write_bytes(os.urandom(1 << 16))
+    (root / "host-random" / "dmesg.txt").write_text("not a dump\n")
+    out = root / "records.jsonl"
+    proc = triage(str(root), "--debuginfo-dir", str(debug), "-j", "2", "-o", str(out))
+    assert "Traceback" not in proc.stderr
+    records = [json.loads(line) for line in out.read_text().splitlines()]
+    return out, records, proc.returncode
+
+
+def by_host(records: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    return {Path(r["dump"]).parent.name.removeprefix("host-"): r for r in records}
+
+
+def test_one_record_per_dump_and_run_completes(batch: Any) -> None:
+    _, records, status = batch
+    assert status == 1  # some dumps failed, the run still finished
+    recs = by_host(records)
+    assert set(recs) == {"chain-aab", "cold-b", "off-b", "kdump", "truncated", "random"}
+    for name in ("chain-aab", "cold-b", "off-b", "kdump"):
+        assert recs[name]["status"] == "ok", recs[name]
+        assert recs[name]["vmlinux_match"] == "build-id"
+        assert recs[name]["report"]["target"]["symbols"] == "dwarf"
+    assert recs["truncated"]["status"] == "failed"
+    assert "not in the dump" in recs["truncated"]["error"]
+    assert recs["random"]["status"] == "failed"
+    assert "not a vmcore" in recs["random"]["error"]
+    # Each dump matched its own vmlinux by BUILD-ID (two different builds).
+    assert recs["kdump"]["vmlinux"] != recs["chain-aab"]["vmlinux"]
+
+
+def test_wrong_vmlinux_falls_back_and_says_so() -> None:
+    vmcore, _ = fixture_files(load_truth("kdump"))
+    _, other_vmlinux = fixture_files(load_truth("chain-aab"))
+    proc = triage(str(vmcore), "--vmlinux", str(other_vmlinux))
+    assert proc.returncode == 0, proc.stderr
+    record = json.loads(proc.stdout)
+    assert record["vmlinux_match"] == "explicit"
+    assert "does not match" in record["vmlinux_error"]
+    assert record["report"]["target"]["symbols"] == "kallsyms"
+    assert record["report"]["chain"]["kexec_count"] == 2
+
+
+def test_report_totals_match_records(batch: Any) -> None:
+    out, records, _ = batch
+    proc = triage("report", str(out), "--json")
+    assert proc.returncode == 0, proc.stderr
+    fleet = json.loads(proc.stdout)
+    assert fleet["dumps"] == len(records) == 6
+    assert fleet["ok"] == 4 and len(fleet["failed"]) == 2
+    assert fleet["by_transition"]["7.2.13-kho-a -> 7.2.13-kho-b"] == 2
+    assert fleet["by_transition"]["cold boot -> 7.2.13-kho-b"] == 1
+    assert sum(fleet["by_transition"].values()) == fleet["ok"]
+    assert sum(fleet["by_kexec_count"].values()) == fleet["ok"]
+    assert fleet["by_panic"] == {"sysrq triggered crash": 4}
+    text = triage("report", str(out))
+    assert "7.2.13-kho-a -> 7.2.13-kho-b" in text.stdout
+
+
+def test_discovery_and_helpers(tmp_path: Path) -> None:
+    (tmp_path / "a").mkdir()
+    (tmp_path / "a" / "vmcore").write_bytes(b"x")
+    (tmp_path / "a" / "vmcore-dmesg.txt").write_text("x")
+    (tmp_path / "a" / "notes").write_text("x")
+    assert [p.name for p in for_each_dump([str(tmp_path)])] == ["vmcore"]
+    assert elf_build_id(tmp_path / "a" / "vmcore") is None
+    assert [count_bucket(n) for n in (0, 1, 2, 4, 7, 11, None)] == [
+        "0 (cold boot)", "1", "2", "3-5", "6-10", ">10", "unknown",
+    ]  # fmt: skip
+    assert panic_signature("Oops at 0xffff1234 cpu 3") == "Oops at N cpu N"
+    assert fleet_report([{"status": "failed", "dump": "x"}]).failed
+
+
+def test_usage_errors() -> None:
+    assert triage().returncode == 2
+    assert triage("report", "/nonexistent.jsonl").returncode == 2
+
+
+def test_per_dump_time_limit_kills_the_worker() -> None:
+    from kho_drgn.triage.batch import BatchOptions, run_one
+
+    vmcore, _ = fixture_files(load_truth("chain-aab"))
+    record = run_one(vmcore, BatchOptions(timeout=0.05), None)
+    assert record["status"] == "timeout"
+    assert "timed out after 0.05 s" in record["error"]
