@@ -24,6 +24,8 @@ from kho_drgn.findings import Finding, error, warning
 
 ByteOrder = Literal["little", "big"]
 
+_FDT_BEGIN_NODE = 1
+
 #: Bounds for walking untrusted trees.
 MAX_DEPTH = 32
 MAX_NODES = 100_000
@@ -91,9 +93,50 @@ def parse_fdt(blob: bytes) -> FdtNode:
     if err:
         raise FdtError(f"FDT is corrupt: {libfdt.fdt_strerror(err)}")
     fdt = libfdt.Fdt(buf)
+    struct_at = fdt.off_dt_struct()
+    if int.from_bytes(buf[struct_at : struct_at + 4], "big") != _FDT_BEGIN_NODE:
+        # fdt_check_full accepts a structure block with no node at all.
+        raise FdtError("FDT has no root node (structure block does not start with one)")
     root = FdtNode(path="/", name="")
-    _walk(fdt, 0, root, 0, [0])
+    try:
+        _walk(fdt, 0, root, 0, [0])
+    except libfdt.FdtException as e:
+        raise FdtError(f"FDT is corrupt: {e}") from e
     return root
+
+
+def _c_string_at(buf: bytearray, offset: int) -> str:
+    """A NUL-terminated name in the (already checked) buffer, for names that
+    libfdt's binding cannot decode: non-UTF-8 bytes are escaped, not fatal."""
+    end = buf.find(b"\0", offset)
+    raw = bytes(buf[offset : end if end >= 0 else len(buf)])
+    return raw.decode("utf-8", "backslashreplace")
+
+
+def _property(fdt: libfdt.Fdt, offset: int) -> tuple[str, bytes]:
+    try:
+        prop = fdt.get_property_by_offset(offset)
+        return str(prop.name), bytes(prop)
+    except (SystemError, UnicodeDecodeError):
+        # The name is not UTF-8: read struct fdt_property {tag, len, nameoff}.
+        buf = fdt.as_bytearray()
+        at = fdt.off_dt_struct() + offset
+        length = int.from_bytes(buf[at + 4 : at + 8], "big")
+        nameoff = int.from_bytes(buf[at + 8 : at + 12], "big")
+        name = _c_string_at(buf, fdt.off_dt_strings() + nameoff)
+        return name, bytes(buf[at + 12 : at + 12 + length])
+
+
+def _node_name(fdt: libfdt.Fdt, offset: int) -> str:
+    try:
+        name = str(fdt.get_name(offset))
+    except (SystemError, UnicodeDecodeError):
+        # After the FDT_BEGIN_NODE tag comes the NUL-terminated name.
+        return _c_string_at(fdt.as_bytearray(), fdt.off_dt_struct() + offset + 4)
+    # The binding hands non-UTF-8 bytes back as lone surrogates, which cannot
+    # be printed or written as UTF-8: escape them like property names.
+    raw = name.encode("utf-8", "surrogateescape")
+    return raw.decode("utf-8", "backslashreplace")
 
 
 def _walk(
@@ -104,15 +147,15 @@ def _walk(
     quiet = (libfdt.NOTFOUND,)
     prop_offset = fdt.first_property_offset(offset, quiet)
     while prop_offset >= 0:
-        prop = fdt.get_property_by_offset(prop_offset)
-        node.properties[prop.name] = bytes(prop)
+        name, value = _property(fdt, prop_offset)
+        node.properties[name] = value
         prop_offset = fdt.next_property_offset(prop_offset, quiet)
     child = fdt.first_subnode(offset, quiet)
     while child >= 0:
         count[0] += 1
         if count[0] > MAX_NODES:
             raise FdtError(f"FDT has more than {MAX_NODES} nodes")
-        name = fdt.get_name(child)
+        name = _node_name(fdt, child)
         sub = FdtNode(path=node.path.rstrip("/") + "/" + name, name=name)
         node.children.append(sub)
         _walk(fdt, child, sub, depth + 1, count)
