@@ -22,6 +22,11 @@ _DESC_FINALIZED = 2
 #: Rings larger than this are corrupt (the kernel caps log_buf_len at 2^25).
 _MAX_COUNT_BITS = 24
 _MAX_SIZE_BITS = 31
+#: VMCOREINFO offsets and struct sizes larger than this are corrupt (the
+#: structs are a few dozen bytes); reading ``SIZE(prb_desc)`` bytes per
+#: record must not become a gigabyte allocation.
+_MAX_STRUCT_SIZE = 4096
+_ADDRESS_LIMIT = 1 << 64
 
 
 class LogUnavailable(Exception):
@@ -51,7 +56,9 @@ def kernel_log(prog: Program) -> KernelLog:
         raise LogUnavailable("no debug info for printk and no VMCOREINFO")
     try:
         return _read_log_vmcoreinfo(prog, info)
-    except FaultError as e:
+    except (FaultError, OverflowError, ValueError) as e:
+        # FaultError: not in the dump; OverflowError/ValueError: a damaged
+        # pointer makes an address outside 0..2^64 (drgn refuses it).
         raise LogUnavailable(f"printk ring buffer not readable: {e}") from e
 
 
@@ -84,6 +91,9 @@ class _RingLayout:
             value = info.number(key)
             if value is None:
                 raise LogUnavailable(f"VMCOREINFO lacks {key}: cannot read printk")
+            limit = _ADDRESS_LIMIT if key.startswith("SYMBOL(") else _MAX_STRUCT_SIZE
+            if not 0 <= value < limit or (key.startswith("SIZE(") and not value):
+                raise LogUnavailable(f"VMCOREINFO {key}={value} is implausible")
             return value
 
         lpos = need("OFFSET(prb_desc.text_blk_lpos)")
