@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from drgn import (
+    BadDataError,
     FaultError,
     MissingDebugInfoError,
     Object,
@@ -41,6 +42,7 @@ ByteOrder = Literal["little", "big"]
 
 #: Errors drgn raises when target memory or symbols are not there.
 TARGET_ERRORS = (
+    BadDataError,
     FaultError,
     MissingDebugInfoError,
     LookupError,

@@ -67,7 +67,8 @@ def analyse(
     prog = drgn.Program()
     try:
         prog.set_core_dump(dump)
-    except (OSError, ValueError, drgn.FaultError) as e:
+    except (OSError, ValueError, drgn.FaultError, drgn.BadDataError) as e:
+        # BadDataError: e.g. a VMCOREINFO note without OSRELEASE.
         record["error"] = f"cannot open as a dump: {e}"
         return record
     info = read_vmcoreinfo(prog)
