@@ -29,10 +29,12 @@ from kho_drgn.fdt import (
 from kho_drgn.findings import Finding, error, info, warning
 from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
 from kho_drgn.target import (
+    MAX_SCRATCH_AREAS,
     KhoIn,
     KhoReadError,
     Scratch,
     SymbolSource,
+    decode_scratch_array,
     has_kho,
     kexec_metadata_layout,
     kho_enabled,
@@ -285,6 +287,8 @@ def kho_state(prog: Program) -> KhoState:
         state.status = KhoStatus.KEXEC if state.incoming else KhoStatus.COLD_BOOT
     state.scratch = read_scratch(prog)
     state.findings.extend(_check_scratch(state))
+    if state.status is KhoStatus.KEXEC:
+        _read_handed_over_scratch(prog, state)
     return state
 
 
@@ -308,6 +312,36 @@ def _check_scratch(state: KhoState) -> list[Finding]:
             "scratch",
         )
     ]
+
+
+def _read_handed_over_scratch(prog: Program, state: KhoState) -> None:
+    """The array at ``kho_in.scratch_phys``, when the kernel did not adopt it.
+
+    The handover does not say how many entries it has; the kernel takes the
+    count with it, so the current ``kho_scratch_cnt`` is the best guess.
+    """
+    scratch, kho_in = state.scratch, state.kho_in
+    if (
+        scratch is None
+        or kho_in is None
+        or not kho_in.scratch_phys
+        or scratch.array_phys == kho_in.scratch_phys
+        or not 0 < scratch.count <= MAX_SCRATCH_AREAS
+    ):
+        return
+    try:
+        raw = read_phys(prog, kho_in.scratch_phys, scratch.count * 16)
+    except FaultError:
+        scratch.findings.append(
+            warning(
+                "memory.missing",
+                f"the scratch array handed over at physical "
+                f"{kho_in.scratch_phys:#x} is not in the dump",
+                "scratch",
+            )
+        )
+        return
+    scratch.handed_over = decode_scratch_array(raw, target_byteorder(prog))
 
 
 def _has_any_symbols(prog: Program) -> bool:

@@ -413,6 +413,9 @@ class Scratch:
     count: int
     areas: list[ScratchArea] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: The array at ``kho_in.scratch_phys`` when it is not ``areas`` (the
+    #: kernel did not adopt it); None when adopted or not a KHO boot.
+    handed_over: list[ScratchArea] | None = None
 
 
 def read_scratch(prog: Program) -> Scratch | None:
