@@ -29,6 +29,9 @@ EXIT_USAGE = 2
 EXIT_UNREADABLE = 3
 EXIT_INTERNAL = 4
 
+#: Text views (``kho_drgn.render.VIEWS``, kept here so --help needs no import).
+VIEWS = ("chain", "subtrees", "memmap")
+
 
 class UsageError(Exception):
     pass
@@ -49,7 +52,25 @@ def build_parser(prog_name: str) -> argparse.ArgumentParser:
             "what the next kernel will be told, and the crash context."
         ),
     )
+    parser.add_argument(
+        "view",
+        nargs="?",
+        choices=VIEWS,
+        default="chain",
+        help="chain (default): everything, summarised; subtrees: every "
+        "subtree decoded in full; memmap: the preserved-memory maps per order",
+    )
     parser.add_argument("--json", action="store_true", help="print the JSON report")
+    parser.add_argument(
+        "--ranges",
+        action="store_true",
+        help="list every preserved physical range (text and JSON)",
+    )
+    parser.add_argument(
+        "--no-memmap",
+        action="store_true",
+        help="do not walk the preserved-memory maps or scan struct pages",
+    )
     parser.add_argument(
         "--no-crash",
         action="store_true",
@@ -102,7 +123,9 @@ class TargetUnreadable(Exception):
     """The target cannot be analysed at all; the message says why."""
 
 
-def build_report(prog: Program, with_crash: bool = True) -> KhoReport:
+def build_report(
+    prog: Program, with_crash: bool = True, with_memory_map: bool = True
+) -> KhoReport:
     """``kho_report`` with every "cannot read the target" case as one error.
 
     :raises TargetUnreadable: not a kernel, or the KHO variables unreadable.
@@ -113,22 +136,24 @@ def build_report(prog: Program, with_crash: bool = True) -> KhoReport:
     if not prog.flags & ProgramFlags.IS_LINUX_KERNEL:
         raise TargetUnreadable("the target is not a Linux kernel")
     try:
-        return kho_report(prog, with_crash=with_crash)
+        return kho_report(prog, with_crash=with_crash, with_memory_map=with_memory_map)
     except KhoReadError as e:
         raise TargetUnreadable(str(e)) from e
     except TARGET_ERRORS as e:
         raise TargetUnreadable(f"cannot read the target: {e}") from e
 
 
-def format_report(report: KhoReport, as_json: bool) -> str:
-    """The report as indented JSON or as the human view."""
+def format_report(
+    report: KhoReport, as_json: bool, view: str = "chain", ranges: bool = False
+) -> str:
+    """The report as indented JSON (always whole) or as one human view."""
     if as_json:
         from kho_drgn.report import report_to_dict
 
-        return json.dumps(report_to_dict(report), indent=2) + "\n"
+        return json.dumps(report_to_dict(report, ranges=ranges), indent=2) + "\n"
     from kho_drgn.render import render_report
 
-    return render_report(report)
+    return render_report(report, view=view, ranges=ranges)
 
 
 def has_errors(report: KhoReport) -> bool:
@@ -141,11 +166,15 @@ def _report(
     prog: Program, args: argparse.Namespace, out: IO[str], err: IO[str], prog_name: str
 ) -> int:
     try:
-        report = build_report(prog, with_crash=not args.no_crash)
+        report = build_report(
+            prog,
+            with_crash=not args.no_crash and args.view == "chain",
+            with_memory_map=not args.no_memmap,
+        )
     except TargetUnreadable as e:
         print(f"{prog_name}: error: {e}", file=err)
         return EXIT_UNREADABLE
-    out.write(format_report(report, args.json))
+    out.write(format_report(report, args.json, args.view, args.ranges))
     if args.strict and has_errors(report):
         return EXIT_FINDINGS
     return EXIT_OK

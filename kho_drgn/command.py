@@ -4,6 +4,8 @@ After ``pip install``, in a drgn session on a kernel::
 
     >>> %kho              # the chain, KHO state and crash context
     >>> %kho --json       # the JSON report (schema kho-drgn/report/1)
+    >>> %kho subtrees     # every subtree decoded in full
+    >>> %kho memmap --ranges   # preserved memory per order, and its ranges
 
 Importing this module only registers the command; the library loads on first
 use, so drgn sessions that never call it pay nothing.
@@ -19,6 +21,8 @@ from drgn import Program
 from drgn.commands import CommandError, argument
 from drgn.commands.linux import linux_kernel_command
 
+from kho_drgn.cli import VIEWS
+
 
 @linux_kernel_command(  # type: ignore[untyped-decorator]  # drgn types it loosely
     description="show the KHO kexec chain: which kernel this one came from",
@@ -32,7 +36,25 @@ from drgn.commands.linux import linux_kernel_command
     """,
     arguments=(
         argument("-h", "--help", action="store_true", help="show this help"),
+        argument(
+            "view",
+            nargs="?",
+            choices=VIEWS,
+            default="chain",
+            help="chain (default): everything, summarised; subtrees: every "
+            "subtree decoded in full; memmap: the preserved-memory maps",
+        ),
         argument("--json", action="store_true", help="print the JSON report"),
+        argument(
+            "--ranges",
+            action="store_true",
+            help="list every preserved physical range",
+        ),
+        argument(
+            "--no-memmap",
+            action="store_true",
+            help="do not walk the preserved-memory maps or scan struct pages",
+        ),
         argument(
             "--no-crash",
             action="store_true",
@@ -55,9 +77,13 @@ def _cmd_kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) 
         return
 
     try:
-        report = build_report(prog, with_crash=not args.no_crash)
+        report = build_report(
+            prog,
+            with_crash=not args.no_crash and args.view == "chain",
+            with_memory_map=not args.no_memmap,
+        )
     except TargetUnreadable as e:
         raise CommandError(f"{name}: {e}") from e
-    sys.stdout.write(format_report(report, args.json))
+    sys.stdout.write(format_report(report, args.json, args.view, args.ranges))
     if args.strict and has_errors(report):
         raise CommandError(f"{name}: error-severity findings (see above)")

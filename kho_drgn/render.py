@@ -9,6 +9,7 @@ from tabulate import tabulate
 
 from kho_drgn.crash import CrashContext
 from kho_drgn.findings import Finding
+from kho_drgn.preserved import PreservedMemory
 from kho_drgn.report import KhoReport
 from kho_drgn.state import Handover, KhoState, KhoStatus, for_each_handover
 
@@ -67,7 +68,7 @@ def render_fdts(state: KhoState) -> str:
     )
 
 
-def render_subtrees(state: KhoState) -> str:
+def render_subtrees(state: KhoState, detail: bool = False) -> str:
     rows = [
         (h.direction, s.name, _hex(s.phys), "-" if s.size is None else s.size)
         for h in for_each_handover(state)
@@ -139,7 +140,103 @@ def render_scratch(state: KhoState) -> str:
         for i, a in enumerate(scratch.areas)
     ]
     title = f"Scratch areas: {scratch.count} at physical {_hex(scratch.array_phys)}"
-    return f"{title}{handed}\n" + tabulate(rows, headers=("#", "start", "size", "end"))
+    text = f"{title}{handed}\n" + tabulate(rows, headers=("#", "start", "size", "end"))
+    if scratch.handed_over is not None and kho_in is not None:
+        rows = [
+            (i, _hex(a.addr), _hex(a.size), _hex(a.addr + a.size))
+            for i, a in enumerate(scratch.handed_over)
+        ]
+        text += (
+            f"\n\nScratch areas handed over at {_hex(kho_in.scratch_phys)} "
+            "(not adopted)\n" + tabulate(rows, headers=("#", "start", "size", "end"))
+        )
+    return text
+
+
+def _size(value: int) -> str:
+    """Bytes in the largest binary unit that keeps it readable."""
+    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
+        if value >= 1 << shift:
+            return f"{value / (1 << shift):.1f} {unit}".replace(".0 ", " ")
+    return f"{value} B"
+
+
+def _map_row(memory: PreservedMemory) -> tuple[object, ...]:
+    summary = memory.summary
+    if summary is None:
+        return (memory.direction, "-", "(no map)", "-", "-", "-", "-")
+    state = "whole" if summary.complete else "partial: see findings"
+    if not summary.complete and not summary.blocks:
+        state = "unreadable: see findings"
+    return (
+        memory.direction,
+        summary.map_format,
+        _hex(summary.root_phys),
+        summary.blocks,
+        f"{summary.pages} ({_size(summary.bytes)})",
+        len(summary.ranges),
+        state,
+    )
+
+
+def _magic_line(memory: PreservedMemory) -> str:
+    scan = memory.magic
+    if scan is None:
+        return ""
+    line = (
+        f"{memory.direction}: {scan.tagged_count} block(s), {scan.tagged_pages} "
+        f"page(s) still carry KHO_PAGE_MAGIC (preserved, not restored) in "
+        f"{scan.pages_scanned} struct pages scanned"
+    )
+    summary = memory.summary
+    if summary is not None and summary.complete and summary.blocks:
+        line += (
+            f"; {memory.restored} map block(s) restored, "
+            f"{memory.tagged_not_in_map} tagged but not in the map"
+        )
+    return line
+
+
+def render_memory(report: KhoReport, detail: bool = False, ranges: bool = False) -> str:
+    """Preserved-memory maps: totals, and per order / page magic / ranges."""
+    memories = list(report.preserved.values())
+    if not memories:
+        return ""
+    out = [
+        "Preserved memory\n"
+        + tabulate(
+            [_map_row(m) for m in memories],
+            headers=("direction", "format", "root", "blocks", "pages", "ranges", "map"),
+        )
+    ]
+    magic = [line for line in map(_magic_line, memories) if line]
+    if magic:
+        out.append("\n".join(magic))
+    if detail:
+        for m in memories:
+            if m.summary is None or not m.summary.blocks:
+                continue
+            rows = [
+                (order, n, n << order, _size((n << order) * 4096))
+                for order, n in sorted(m.summary.blocks_by_order.items())
+            ]
+            out.append(
+                f"{m.direction}: blocks per order\n"
+                + tabulate(rows, headers=("order", "blocks", "pages", "size"))
+            )
+    if ranges:
+        for m in memories:
+            if m.summary is None or not m.summary.ranges:
+                continue
+            range_rows = [
+                (_hex(r.start), _hex(r.end), _size(r.size)) for r in m.summary.ranges
+            ]
+            more = " (truncated)" if m.summary.ranges_truncated else ""
+            out.append(
+                f"{m.direction}: preserved ranges{more}\n"
+                + tabulate(range_rows, headers=("start", "end", "size"))
+            )
+    return "\n\n".join(out)
 
 
 def render_crash(crash: CrashContext) -> str:
@@ -187,8 +284,13 @@ def render_crash(crash: CrashContext) -> str:
     return "\n".join(out)
 
 
-def render_report(report: KhoReport) -> str:
-    """The full human view of a report."""
+def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) -> str:
+    """The human view of a report.
+
+    ``chain`` (default) leads with the chain and summarises everything;
+    ``subtrees`` decodes every subtree in full; ``memmap`` shows the
+    preserved-memory maps per order.  ``ranges`` lists preserved ranges.
+    """
     state = report.state
     target = report.target
     where = target.path or (
@@ -213,14 +315,20 @@ def render_report(report: KhoReport) -> str:
             tablefmt="plain",
         ),
     ]
-    sections = [
-        "\n".join(head),
-        render_findings(report.findings),
-        render_fdts(state),
-        render_subtrees(state),
-        render_metadata(state),
-        render_scratch(state),
-    ]
-    if report.crash is not None:
-        sections.append(render_crash(report.crash))
+    sections = ["\n".join(head), render_findings(report.findings)]
+    if view == "subtrees":
+        sections += [render_fdts(state), render_subtrees(state, detail=True)]
+    elif view == "memmap":
+        sections += [render_memory(report, detail=True, ranges=ranges)]
+        sections += [render_scratch(state)]
+    else:
+        sections += [
+            render_fdts(state),
+            render_subtrees(state),
+            render_metadata(state),
+            render_memory(report, ranges=ranges),
+            render_scratch(state),
+        ]
+        if report.crash is not None:
+            sections.append(render_crash(report.crash))
     return "\n\n".join(s for s in sections if s) + "\n"

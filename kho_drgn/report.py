@@ -17,6 +17,7 @@ from kho_drgn.crash import CrashContext, crash_context
 from kho_drgn.findings import Finding, Severity, warning
 from kho_drgn.log import KernelLog
 from kho_drgn.metadata import KexecMetadata
+from kho_drgn.preserved import PreservedMemory, preserved_memory
 from kho_drgn.printk import LogUnavailable, kernel_log
 from kho_drgn.state import Handover, KhoState, kho_state
 from kho_drgn.target import Scratch, SymbolSource
@@ -40,6 +41,8 @@ class KhoReport:
     chain: KexecChain
     crash: CrashContext | None
     findings: list[Finding] = field(default_factory=list)
+    #: Each handover's preserved-memory map by direction (when walked).
+    preserved: dict[str, PreservedMemory] = field(default_factory=dict)
 
     @property
     def live(self) -> bool:
@@ -59,10 +62,14 @@ def target_info(prog: Program, symbols: SymbolSource) -> TargetInfo:
     return TargetInfo(kind="vmcore", path=path, symbols=symbols)
 
 
-def kho_report(prog: Program, with_crash: bool = True) -> KhoReport:
+def kho_report(
+    prog: Program, with_crash: bool = True, with_memory_map: bool = True
+) -> KhoReport:
     """Read everything kho-drgn reports about a target.
 
     :param with_crash: also gather the crash context (panic, task, stack).
+    :param with_memory_map: walk the preserved-memory maps and check the
+        incoming one against the struct pages (KHO_PAGE_MAGIC).
     :raises KhoReadError: when the KHO variables exist but cannot be read.
     """
     state = kho_state(prog)
@@ -78,7 +85,14 @@ def kho_report(prog: Program, with_crash: bool = True) -> KhoReport:
         chain = build_chain(state, log.lines(), log.wrapped)
     crash = crash_context(prog, log, log_error) if with_crash else None
 
+    preserved = (
+        {p.direction: p for p in preserved_memory(prog, state)}
+        if with_memory_map
+        else {}
+    )
     findings = list(state.all_findings()) + chain.findings
+    for memory in preserved.values():
+        findings.extend(memory.findings)
     if state.symbols is SymbolSource.KALLSYMS and state.status.value != "not-built":
         build_id = crash.build_id if crash is not None else None
         wanted = f" (the dump's BUILD-ID is {build_id})" if build_id else ""
@@ -97,6 +111,7 @@ def kho_report(prog: Program, with_crash: bool = True) -> KhoReport:
         chain=chain,
         crash=crash,
         findings=_dedup(findings),
+        preserved=preserved,
     )
 
 
@@ -131,7 +146,11 @@ def metadata_to_dict(md: KexecMetadata | None) -> dict[str, Any] | None:
     }
 
 
-def handover_to_dict(handover: Handover | None) -> dict[str, Any] | None:
+def handover_to_dict(
+    handover: Handover | None,
+    memory: PreservedMemory | None = None,
+    ranges: bool = False,
+) -> dict[str, Any] | None:
     if handover is None:
         return None
     fdt = handover.fdt
@@ -147,6 +166,7 @@ def handover_to_dict(handover: Handover | None) -> dict[str, Any] | None:
             for s in (fdt.subtrees if fdt else [])
         ],
         "kexec_metadata": metadata_to_dict(handover.metadata),
+        "memory_map": None if memory is None else memory.to_dict(ranges),
     }
 
 
@@ -157,6 +177,11 @@ def scratch_to_dict(scratch: Scratch | None) -> dict[str, Any] | None:
         "array_phys": scratch.array_phys,
         "count": scratch.count,
         "areas": [{"addr": a.addr, "size": a.size} for a in scratch.areas],
+        "handed_over": (
+            None
+            if scratch.handed_over is None
+            else [{"addr": a.addr, "size": a.size} for a in scratch.handed_over]
+        ),
     }
 
 
@@ -208,8 +233,11 @@ def crash_to_dict(crash: CrashContext | None) -> dict[str, Any] | None:
     }
 
 
-def report_to_dict(report: KhoReport) -> dict[str, Any]:
-    """The report as JSON-ready data (schema :data:`SCHEMA`)."""
+def report_to_dict(report: KhoReport, ranges: bool = False) -> dict[str, Any]:
+    """The report as JSON-ready data (schema :data:`SCHEMA`).
+
+    :param ranges: list every preserved range, not only the totals.
+    """
     state = report.state
     kho_in = state.kho_in
     return {
@@ -234,8 +262,12 @@ def report_to_dict(report: KhoReport) -> dict[str, Any]:
                     "kexec_count": kho_in.kexec_count,
                 }
             ),
-            "incoming": handover_to_dict(state.incoming),
-            "outgoing": handover_to_dict(state.outgoing),
+            "incoming": handover_to_dict(
+                state.incoming, report.preserved.get("incoming"), ranges
+            ),
+            "outgoing": handover_to_dict(
+                state.outgoing, report.preserved.get("outgoing"), ranges
+            ),
             "scratch": scratch_to_dict(state.scratch),
         },
         "chain": chain_to_dict(report.chain, report.chain_line),

@@ -175,3 +175,54 @@ def test_scratch_matches_debugfs(
         if report["kho"]["kho_in"]["fdt_phys"]:
             # After a KHO boot the kernel adopts the array it was handed.
             assert scratch["array_phys"] == report["kho"]["kho_in"]["scratch_phys"]
+
+
+@pytest.fixture(scope="module")
+def report_ranges(truth: Truth) -> Any:
+    vmcore, vmlinux = fixture_files(truth)
+    return run_script("-c", str(vmcore), "-s", str(vmlinux),
+                      script_args=("--json", "--ranges", "--no-crash"))  # fmt: skip
+
+
+def _covered(ranges: list[dict[str, int]], start: int, size: int) -> bool:
+    return any(r["start"] <= start and start + size <= r["start"] + r["size"]
+               for r in ranges)  # fmt: skip
+
+
+def test_preserved_memory(
+    report_ranges: Any, report_nodebug: Any, truth: Truth
+) -> None:
+    """The outgoing map is whole and holds every outgoing blob; on a KHO boot
+    the incoming FDT and blobs are still tagged KHO_PAGE_MAGIC (7.2.13 never
+    restores them); no vmlinux gives the same maps."""
+    kho = report_ranges["kho"]
+    if truth.outgoing is None:
+        assert kho["outgoing"] is None
+        return
+    out = kho["outgoing"]["memory_map"]["map"]
+    assert out["format"] == "radix" and out["complete"], out["findings"]
+    assert out["root_phys"] == kho["outgoing"]["preserved_memory_map"]
+    assert out["blocks"] == sum(o["blocks"] for o in out["orders"]) > 0
+    assert out["pages"] == sum(o["blocks"] << o["order"] for o in out["orders"])
+    assert out["bytes"] == out["pages"] * 4096
+    assert out["range_count"] == len(out["ranges"]) > 0
+    assert sum(r["size"] for r in out["ranges"]) == out["bytes"]  # no overlaps
+    for sub in kho["outgoing"]["subtrees"]:
+        assert _covered(out["ranges"], sub["preserved_data"], sub["blob_size"]), sub
+    codes = {f["code"] for f in report_ranges["findings"]}
+    assert "memmap.blob-not-preserved" not in codes
+    assert kho["outgoing"]["memory_map"]["page_magic"] is None
+    if truth.incoming is not None:
+        magic = kho["incoming"]["memory_map"]["page_magic"]
+        tagged = {t["phys"]: t["order"] for t in magic["tagged"]}
+        assert magic["tagged_blocks"] == len(tagged) > 0
+        assert tagged[kho["kho_in"]["fdt_phys"]] == 0
+        for sub in kho["incoming"]["subtrees"]:
+            assert tagged[sub["preserved_data"]] == 0, sub
+        assert magic["tagged_not_in_map"] == 0
+    nodebug = report_nodebug["kho"]
+    for side in ("incoming", "outgoing"):
+        if kho[side] is not None:
+            want = kho[side]["memory_map"]
+            want["map"].pop("ranges")
+            assert nodebug[side]["memory_map"] == want
