@@ -90,3 +90,28 @@ def test_kho_command_in_interactive_repl() -> None:
         child.expect(pexpect.EOF)
     finally:
         child.close(force=True)
+
+
+def test_kho_command_views() -> None:
+    """``kho memmap --ranges`` and ``kho subtrees``, and a bad view name."""
+    vmcore, vmlinux = fixture_files(load_truth("chain-aab"))
+    code = (
+        "from drgn.commands import run_command, CommandError\n"
+        "run_command(prog, 'kho memmap --ranges')\n"
+        "print('=====')\n"
+        "run_command(prog, 'kho subtrees')\n"
+        "try:\n"
+        "    run_command(prog, 'kho bogus')\n"
+        "except CommandError as e:\n"
+        "    print('ERR', e)\n"
+    )
+    proc = drgn_exec(code, "-c", str(vmcore), "-s", str(vmlinux))
+    assert proc.returncode == 0, proc.stderr
+    memmap, subtrees = proc.stdout.split("=====\n")
+    assert "outgoing: blocks per order" in memmap
+    assert "outgoing: preserved ranges" in memmap
+    assert "KHO_PAGE_MAGIC" in memmap
+    assert "Crash context" not in memmap
+    assert subtrees.startswith("kexec chain: cold boot -> (1 kexec)")
+    assert "Subtrees" in subtrees and "Crash context" not in subtrees
+    assert "ERR kho: error: argument view: invalid choice: 'bogus'" in subtrees
