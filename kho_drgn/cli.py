@@ -67,6 +67,12 @@ def build_parser(prog_name: str) -> argparse.ArgumentParser:
         help="list every preserved physical range (text and JSON)",
     )
     parser.add_argument(
+        "--scan-pages",
+        action="store_true",
+        help="check the incoming map against KHO_PAGE_MAGIC in the struct pages "
+        "(reads 64 bytes per page of RAM; implied by the memmap view)",
+    )
+    parser.add_argument(
         "--no-memmap",
         action="store_true",
         help="do not walk the preserved-memory maps or scan struct pages",
@@ -124,7 +130,10 @@ class TargetUnreadable(Exception):
 
 
 def build_report(
-    prog: Program, with_crash: bool = True, with_memory_map: bool = True
+    prog: Program,
+    with_crash: bool = True,
+    with_memory_map: bool = True,
+    scan_pages: bool = False,
 ) -> KhoReport:
     """``kho_report`` with every "cannot read the target" case as one error.
 
@@ -136,7 +145,12 @@ def build_report(
     if not prog.flags & ProgramFlags.IS_LINUX_KERNEL:
         raise TargetUnreadable("the target is not a Linux kernel")
     try:
-        return kho_report(prog, with_crash=with_crash, with_memory_map=with_memory_map)
+        return kho_report(
+            prog,
+            with_crash=with_crash,
+            with_memory_map=with_memory_map,
+            scan_pages=scan_pages,
+        )
     except KhoReadError as e:
         raise TargetUnreadable(str(e)) from e
     except TARGET_ERRORS as e:
@@ -170,6 +184,7 @@ def _report(
             prog,
             with_crash=not args.no_crash and args.view == "chain",
             with_memory_map=not args.no_memmap,
+            scan_pages=args.scan_pages or args.view == "memmap",
         )
     except TargetUnreadable as e:
         print(f"{prog_name}: error: {e}", file=err)

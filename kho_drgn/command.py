@@ -51,6 +51,12 @@ from kho_drgn.cli import VIEWS
             help="list every preserved physical range",
         ),
         argument(
+            "--scan-pages",
+            action="store_true",
+            help="check the incoming map against KHO_PAGE_MAGIC in struct pages "
+            "(implied by the memmap view)",
+        ),
+        argument(
             "--no-memmap",
             action="store_true",
             help="do not walk the preserved-memory maps or scan struct pages",
@@ -81,6 +87,7 @@ def _cmd_kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) 
             prog,
             with_crash=not args.no_crash and args.view == "chain",
             with_memory_map=not args.no_memmap,
+            scan_pages=args.scan_pages or args.view == "memmap",
         )
     except TargetUnreadable as e:
         raise CommandError(f"{name}: {e}") from e

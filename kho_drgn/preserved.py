@@ -322,9 +322,11 @@ def check_blobs_preserved(
 def preserved_memory(
     prog: Program,
     state: KhoState,
+    scan_pages: bool = True,
     scan_max_pages: int = DEFAULT_SCAN_MAX_PAGES,
 ) -> list[PreservedMemory]:
-    """Both handovers' maps, the incoming one checked against struct pages."""
+    """Both handovers' maps; with ``scan_pages``, the incoming one is checked
+    against the struct pages (64 bytes read per page of RAM)."""
     results = []
     for handover in (state.incoming, state.outgoing):
         if handover is None or handover.fdt is None:
@@ -346,7 +348,7 @@ def preserved_memory(
                     "incoming",
                 )
             ]
-        if handover.direction == "incoming" and state.status is KhoStatus.KEXEC:
+        if incoming and scan_pages and state.status is KhoStatus.KEXEC:
             layout = page_layout(prog)
             if layout is None:
                 result.findings.append(

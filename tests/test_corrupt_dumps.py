@@ -576,8 +576,7 @@ def test_batch_records_every_damaged_dump(
     )  # fmt: skip
     assert "Traceback" not in proc.stderr
     records = {
-        Path(r["dump"]).name: r
-        for r in map(json.loads, out.read_text().splitlines())
+        Path(r["dump"]).name: r for r in map(json.loads, out.read_text().splitlines())
     }
     assert set(records) == {p.name for p in paths}
     any_failed = False
