@@ -5,13 +5,20 @@ Tables are drawn with tabulate; the JSON form is :mod:`kho_drgn.report`.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from tabulate import tabulate
 
+from kho_drgn.abi import KEXEC_METADATA_NODE
 from kho_drgn.crash import CrashContext
 from kho_drgn.findings import Finding
 from kho_drgn.preserved import PreservedMemory
 from kho_drgn.report import KhoReport
 from kho_drgn.state import Handover, KhoState, KhoStatus, for_each_handover
+from kho_drgn.subtrees import SubtreeView
+
+if TYPE_CHECKING:
+    from kho_drgn.debugfs import DebugfsState
 
 _STATUS_TEXT = {
     KhoStatus.NOT_BUILT: "not built in (no kho_in/kho_out symbols)",
@@ -68,18 +75,73 @@ def render_fdts(state: KhoState) -> str:
     )
 
 
+def _metadata_summary(h: Handover) -> str:
+    md = h.metadata
+    if md is None:
+        return "(not decoded)"
+    if not md.valid:
+        return "invalid: see findings"
+    return f"v{md.version}: {md.previous_release}, count {md.kexec_count}"
+
+
 def render_subtrees(state: KhoState, detail: bool = False) -> str:
-    rows = [
-        (h.direction, s.name, _hex(s.phys), "-" if s.size is None else s.size)
-        for h in for_each_handover(state)
-        if h.fdt is not None
-        for s in h.fdt.subtrees
-    ]
+    """One row per subtree with what its blob says; ``detail``: every field."""
+    rows = []
+    for h in for_each_handover(state):
+        if h.fdt is None:
+            continue
+        for s in h.fdt.subtrees:
+            view = h.view(s.name)
+            if s.name == KEXEC_METADATA_NODE:
+                content = _metadata_summary(h)
+            else:
+                content = view.summary() if view is not None else "(not read)"
+            size = "-" if s.size is None else s.size
+            rows.append((h.direction, s.name, _hex(s.phys), size, content))
     if not rows:
         return ""
-    return "Subtrees\n" + tabulate(
-        rows, headers=("direction", "name", "preserved-data", "blob-size")
-    )
+    out = [
+        "Subtrees\n"
+        + tabulate(
+            rows,
+            headers=("direction", "name", "preserved-data", "blob-size", "content"),
+            maxcolwidths=[None, None, None, None, 60],
+        )
+    ]
+    if detail:
+        for h in for_each_handover(state):
+            for view in h.views:
+                out.append(render_subtree_view(h.direction, view))
+    return "\n\n".join(out)
+
+
+def _cell(value: object) -> str:
+    if isinstance(value, bool) or value is None:
+        return str(value)
+    if isinstance(value, int):
+        return f"{value:#x}" if value > 9 else str(value)
+    return str(value)
+
+
+def render_subtree_view(direction: str, view: SubtreeView) -> str:
+    """A decoded subtree: its fields, then its entries as a table."""
+    title = f"{direction} {view.name} ({view.kind}"
+    title += f", {view.compatible})" if view.compatible else ")"
+    lines = [title]
+    if view.fields:
+        lines.append(
+            tabulate([(k, _cell(v)) for k, v in view.fields.items()], tablefmt="plain")
+        )
+    if view.entries:
+        headers = list(dict.fromkeys(k for e in view.entries for k in e))
+        lines.append(
+            tabulate(
+                [[_cell(e.get(k, "")) for k in headers] for e in view.entries],
+                headers=headers,
+                maxcolwidths=60,
+            )
+        )
+    return "\n".join(lines)
 
 
 def _metadata_row(h: Handover) -> tuple[object, ...]:
@@ -332,3 +394,76 @@ def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) 
         if report.crash is not None:
             sections.append(render_crash(report.crash))
     return "\n\n".join(s for s in sections if s) + "\n"
+
+
+def render_debugfs(state: DebugfsState, release: str | None) -> str:
+    """The human view of a KHO debugfs tree (``kho-debugfs``)."""
+    from kho_drgn.debugfs import debugfs_chain_line
+
+    head = [
+        f"kexec chain: {debugfs_chain_line(state, release)}",
+        "",
+        tabulate(
+            [
+                ("source", f"{state.root} (debugfs; no kernel memory read)"),
+                ("release", release or "-"),
+            ],
+            tablefmt="plain",
+        ),
+    ]
+    handovers = [h for h in (state.incoming, state.outgoing) if h is not None]
+    fdt_rows = [
+        (
+            h.direction,
+            "-" if h.fdt_file_size is None else h.fdt_file_size,
+            "-" if h.fdt_totalsize is None else h.fdt_totalsize,
+            (h.fdt.compatible or "-") if h.fdt else "(not decodable)",
+            _hex(h.fdt.memory_map_phys) if h.fdt else "-",
+        )
+        for h in handovers
+    ]
+    sub_rows = [
+        (h.direction, v.name, v.size, v.summary())
+        for h in handovers
+        for v in h.subtrees
+    ]
+    sections = ["\n".join(head), render_findings(state.all_findings())]
+    if fdt_rows:
+        sections.append(
+            "Root FDT files\n"
+            + tabulate(
+                fdt_rows,
+                headers=(
+                    "direction",
+                    "file size",
+                    "totalsize",
+                    "compatible",
+                    "memory map",
+                ),
+            )
+        )
+    if sub_rows:
+        sections.append(
+            "Subtrees (sub_fdts)\n"
+            + tabulate(
+                sub_rows,
+                headers=("direction", "name", "size", "content"),
+                maxcolwidths=[None, None, None, 60],
+            )
+        )
+        sections += [
+            render_subtree_view(h.direction, v)
+            for h in handovers
+            for v in h.subtrees
+            if v.fields or v.entries
+        ]
+    if state.scratch:
+        rows = [
+            (i, _hex(a.addr), _hex(a.size), _hex(a.addr + a.size))
+            for i, a in enumerate(state.scratch)
+        ]
+        sections.append(
+            "Scratch areas (out/scratch_phys, out/scratch_len)\n"
+            + tabulate(rows, headers=("#", "start", "size", "end"))
+        )
+    return "\n\n".join(sections) + "\n"

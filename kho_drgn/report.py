@@ -167,7 +167,14 @@ def handover_to_dict(
         "abi_known": fdt.abi is not None if fdt else None,
         "preserved_memory_map": fdt.memory_map_phys if fdt else None,
         "subtrees": [
-            {"name": s.name, "preserved_data": s.phys, "blob_size": s.size}
+            {
+                "name": s.name,
+                "preserved_data": s.phys,
+                "blob_size": s.size,
+                "decoded": (
+                    None if (view := handover.view(s.name)) is None else view.to_dict()
+                ),
+            }
             for s in (fdt.subtrees if fdt else [])
         ],
         "kexec_metadata": metadata_to_dict(handover.metadata),

@@ -28,6 +28,7 @@ from kho_drgn.fdt import (
 )
 from kho_drgn.findings import Finding, error, info, warning
 from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
+from kho_drgn.subtrees import SubtreeView, decode_subtree
 from kho_drgn.target import (
     MAX_SCRATCH_AREAS,
     KhoIn,
@@ -75,6 +76,8 @@ class Handover:
     fdt_virt: int | None = None
     fdt: KhoFdt | None = None
     metadata: KexecMetadata | None = None
+    #: Every other subtree's blob, decoded (kexec-metadata is ``metadata``).
+    views: list[SubtreeView] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
     def all_findings(self) -> Iterator[Finding]:
@@ -85,6 +88,12 @@ class Handover:
                 yield from subtree.findings
         if self.metadata is not None:
             yield from self.metadata.findings
+        for view in self.views:
+            yield from view.findings
+
+    def view(self, name: str) -> SubtreeView | None:
+        """The decoded subtree called ``name``, if it was read."""
+        return next((v for v in self.views if v.name == name), None)
 
 
 @dataclass
@@ -211,7 +220,47 @@ def read_handover(
         )
     else:
         handover.metadata = read_kexec_metadata(prog, metadata_ref, direction)
+    handover.views = [
+        view
+        for ref in handover.fdt.subtrees
+        if ref.name != KEXEC_METADATA_NODE
+        and (view := read_subtree_view(prog, ref, direction)) is not None
+    ]
     return handover
+
+
+def read_subtree_view(
+    prog: Program, subtree: SubtreeRef, where: str
+) -> SubtreeView | None:
+    """Read a subtree's blob from physical memory and decode it.
+
+    Pointers inside the blob (kho_test's folio list, LUO's sessions) are
+    followed in physical memory, bounded.  None (with a finding on
+    ``subtree``) when the blob is not in the target.
+    """
+    if subtree.phys is None or subtree.size is None:
+        return None
+    size = min(subtree.size, BLOB_MAX_SIZE)
+    try:
+        blob = read_phys(prog, subtree.phys, size)
+    except FaultError:
+        subtree.findings.append(
+            error(
+                "memory.missing",
+                f"sub-node {subtree.name!r}: its data at physical "
+                f"{subtree.phys:#x} ({size} bytes) is not in the dump",
+                where,
+            )
+        )
+        return None
+    return decode_subtree(
+        subtree.name,
+        blob,
+        target_byteorder(prog),
+        read_phys=lambda address, length: read_phys(prog, address, length),
+        missing=(FaultError,),
+        where=where,
+    )
 
 
 def _sub_fdt_size(prog: Program, subtree: SubtreeRef, where: str) -> int | None:

@@ -210,6 +210,10 @@ def test_preserved_memory(
     assert sum(r["size"] for r in out["ranges"]) == out["bytes"]  # no overlaps
     for sub in kho["outgoing"]["subtrees"]:
         assert _covered(out["ranges"], sub["preserved_data"], sub["blob_size"]), sub
+        for folio in (sub["decoded"] or {}).get("entries", []):
+            if "order" in folio:  # kho_test's folios are preserved too
+                size = 4096 << folio["order"]
+                assert _covered(out["ranges"], folio["phys"], size), folio
     codes = {f["code"] for f in report_ranges["findings"]}
     assert "memmap.blob-not-preserved" not in codes
     assert kho["outgoing"]["memory_map"]["page_magic"] is None
@@ -227,3 +231,33 @@ def test_preserved_memory(
             want = kho[side]["memory_map"]
             want["map"].pop("ranges")
             assert nodebug[side]["memory_map"] == {**want, "page_magic": None}
+
+
+def test_subtrees_decoded(report_dwarf: Any, report_nodebug: Any, truth: Truth) -> None:
+    """Every subtree blob is read from the dump and decoded, and says what the
+    guest's debugfs copy of it says; the same without vmlinux."""
+    from kho_drgn.subtrees import decode_subtree
+
+    for side in ("incoming", "outgoing"):
+        handover = report_dwarf["kho"][side]
+        if handover is None:
+            continue
+        prefix = "in" if side == "incoming" else "out"
+        for sub in handover["subtrees"]:
+            decoded = sub["decoded"]
+            if sub["name"] == "kexec-metadata":
+                assert decoded is None  # it is kexec_metadata, decoded above
+                continue
+            assert decoded["size"] == sub["blob_size"]
+            assert not [f for f in decoded["findings"] if f["severity"] == "error"]
+            copy = truth.debugfs.get(f"kho/{prefix}/sub_fdts/{sub['name']}")
+            if copy is not None:
+                view = decode_subtree(sub["name"], copy).to_dict()
+                assert decoded["fields"] == view["fields"]
+                assert decoded["kind"] == view["kind"] != "raw"
+            if decoded["kind"] == "memblock":
+                assert decoded["entries"][0]["name"] == "khotest"
+            if decoded["kind"] == "kho-test":
+                # The dump has the vmalloc'd folio list that debugfs cannot show.
+                assert len(decoded["entries"]) == decoded["fields"]["nr_folios"]
+        assert report_nodebug["kho"][side]["subtrees"] == handover["subtrees"]
