@@ -1,0 +1,82 @@
+"""``kho-debugfs``: the kexec chain of a running host from debugfs alone.
+
+For hosts where drgn cannot read kernel memory; see :mod:`kho_drgn.debugfs`.
+Exit status as ``kho_chain.py``: 0 read, 1 ``--strict`` and an error
+finding, 2 usage, 3 the directory cannot be read.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from kho_drgn.cli import EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE
+from kho_drgn.debugfs import (
+    DEFAULT_ROOT,
+    DebugfsUnavailable,
+    debugfs_to_dict,
+    decode_debugfs,
+    host_byteorder,
+    read_debugfs_files,
+)
+from kho_drgn.findings import Severity
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="kho-debugfs",
+        description=(
+            "Decode KHO's debugfs files (CONFIG_KEXEC_HANDOVER_DEBUGFS): the "
+            "kexec chain and every subtree, without access to kernel memory."
+        ),
+    )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=DEFAULT_ROOT,
+        help=f"the KHO debugfs directory or a copy of it (default {DEFAULT_ROOT})",
+    )
+    parser.add_argument(
+        "--release",
+        help="the running kernel's release (default: uname -r when --root is "
+        "the live default, else taken from the outgoing metadata)",
+    )
+    parser.add_argument(
+        "--byteorder",
+        choices=("little", "big"),
+        default=host_byteorder(),
+        help="byte order of the kernel that wrote the files (default: this host's)",
+    )
+    parser.add_argument("--json", action="store_true", help="print JSON")
+    parser.add_argument(
+        "--strict", action="store_true", help="exit 1 on any error-severity finding"
+    )
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        files = read_debugfs_files(args.root)
+    except DebugfsUnavailable as e:
+        print(f"kho-debugfs: error: {e}", file=sys.stderr)
+        return EXIT_UNREADABLE
+    state = decode_debugfs(files, args.byteorder, str(args.root))
+    release = args.release
+    if release is None and args.root == DEFAULT_ROOT:
+        release = os.uname().release
+    if args.json:
+        sys.stdout.write(json.dumps(debugfs_to_dict(state, release), indent=2) + "\n")
+    else:
+        from kho_drgn.render import render_debugfs
+
+        sys.stdout.write(render_debugfs(state, release))
+    errors = any(f.severity is Severity.ERROR for f in state.all_findings())
+    return EXIT_FINDINGS if args.strict and errors else EXIT_OK
+
+
+if __name__ == "__main__":
+    sys.exit(main())

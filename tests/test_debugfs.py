@@ -1,0 +1,173 @@
+"""The debugfs reader on the fixtures' real snapshots, written out as trees."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fixturedata import DUMPS, Truth, load_truth
+
+from kho_drgn.debugfs import (
+    DebugfsUnavailable,
+    debugfs_chain_line,
+    debugfs_to_dict,
+    decode_debugfs,
+    read_debugfs_files,
+)
+
+SNAPSHOTS = [name for name in DUMPS if name != "kdump"]
+
+
+def write_tree(truth: Truth, root: Path) -> Path:
+    """The snapshot as a directory tree, like /sys/kernel/debug/kho."""
+    for path, data in truth.debugfs.items():
+        target = root / path
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(data)
+    return root / "kho"
+
+
+def kho_debugfs(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "kho_drgn.debugfs_cli", *args],
+        capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+
+
+@pytest.fixture(scope="module", params=SNAPSHOTS)
+def snapshot(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Truth, Path]:
+    truth = load_truth(request.param)
+    return truth, write_tree(truth, tmp_path_factory.mktemp(truth.name))
+
+
+@pytest.mark.fixtures
+def test_snapshot_decodes_like_the_truth(snapshot: tuple[Truth, Path]) -> None:
+    truth, root = snapshot
+    if not truth.kho_enabled:
+        # kho=off: the kernel creates no kho directory at all.
+        assert not truth.debugfs
+        with pytest.raises(DebugfsUnavailable, match="kho=off"):
+            read_debugfs_files(root)
+        return
+    state = decode_debugfs(read_debugfs_files(root), "little", str(root))
+    report = debugfs_to_dict(state, truth.release)
+    codes = {f["code"] for f in report["findings"]}
+    assert not [f for f in report["findings"] if f["severity"] == "error"]
+    for side, expected in (("incoming", truth.incoming), ("outgoing", truth.outgoing)):
+        got = report[side]
+        if expected is None:
+            assert got is None
+            continue
+        views = {v["name"]: v for v in got["subtrees"]}
+        assert set(views) == set(expected.subtrees)
+        md = views["kexec-metadata"]["fields"]
+        for key in ("version", "previous_release", "kexec_count"):
+            assert md[key] == expected.metadata[key], key
+        assert views["kexec-metadata"]["size"] == expected.metadata["blob_size"]
+        if "memblock" in views:
+            assert views["memblock"]["kind"] == "memblock"
+            assert [e["name"] for e in views["memblock"]["entries"]] == ["khotest"]
+            assert views["memblock"]["entries"][0]["size"] == 1 << 20
+        if "kho_test" in views:
+            assert views["kho_test"]["kind"] == "kho-test"
+            assert views["kho_test"]["fields"]["magic"] == 0x4B484F21
+    if truth.outgoing is None:
+        assert "debugfs.empty" in codes
+        return
+    assert report["scratch"] and all(a["addr"] for a in report["scratch"])
+    if truth.incoming is not None:
+        # 7.2.13 quirk: a KHO-booted kernel has no out/fdt.
+        assert "debugfs.no-out-fdt" in codes
+        assert report["incoming"]["compatible"] == "kho-v4"
+        fdt_names = {s["name"] for s in report["incoming"]["fdt_subtrees"]}
+        assert fdt_names == set(truth.incoming.subtrees)
+    else:
+        # 7.2.13 quirk: a cold boot's out/fdt is cut at its size at init.
+        assert "debugfs.fdt-truncated" in codes
+        out = report["outgoing"]
+        assert out["fdt_file_size"] < out["fdt_totalsize"]
+        assert out["compatible"] is None
+
+
+@pytest.mark.fixtures
+def test_chain_line_matches_the_dump(snapshot: tuple[Truth, Path]) -> None:
+    truth, root = snapshot
+    state = decode_debugfs(truth.debugfs, "little", str(root))
+    line = debugfs_chain_line(state, truth.release)
+    if truth.name == "chain-aab":
+        assert line == (
+            "cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b "
+            "[running, kexec #2] -> next: 7.2.13-kho-b, count 3"
+        )
+    elif truth.name == "cold-b":
+        assert line == (
+            "cold boot -> 7.2.13-kho-b [running, cold boot] -> next: 7.2.13-kho-b, "
+            "count 1"
+        )
+    else:
+        assert "chain unknown" in line
+
+
+@pytest.mark.fixtures
+def test_cli_text_and_json(snapshot: tuple[Truth, Path]) -> None:
+    truth, root = snapshot
+    text = kho_debugfs("--root", str(root), "--release", truth.release)
+    if not truth.kho_enabled:
+        assert text.returncode == 3 and "kho=off" in text.stderr
+        return
+    assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr
+    assert text.stdout.startswith("kexec chain: ")
+    as_json = kho_debugfs("--root", str(root), "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    data: dict[str, Any] = json.loads(as_json.stdout)
+    assert data["schema"] == "kho-drgn/debugfs/1"
+
+
+def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(DebugfsUnavailable, match="does not exist"):
+        read_debugfs_files(tmp_path / "nope")
+    proc = kho_debugfs("--root", str(tmp_path / "nope"))
+    assert proc.returncode == 3
+    assert "does not exist" in proc.stderr and "Traceback" not in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
+def test_unreadable_file_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "in").mkdir()
+    secret = tmp_path / "in" / "fdt"
+    secret.write_bytes(b"x")
+    secret.chmod(0)
+    with pytest.raises(DebugfsUnavailable, match="permission denied"):
+        read_debugfs_files(tmp_path)
+
+
+def test_damaged_files_are_findings_not_crashes() -> None:
+    files = {
+        # a header that fits the file, then garbage
+        "in/fdt": b"\xd0\x0d\xfe\xed\x00\x00\x00\x40" + b"\xff" * 56,
+        "in/sub_fdts/kexec-metadata": b"\x02\x00\x00\x00",
+        "in/sub_fdts/memblock": b"\xd0\x0d\xfe\xed\x00\x00",
+        "out/scratch_phys": b"0x1000\nzz\n",
+        "out/scratch_len": b"0x1000\n",
+    }
+    state = decode_debugfs(files)
+    codes = {f.code for f in state.all_findings()}
+    assert "fdt.invalid" in codes
+    assert "debugfs.scratch-mismatch" in codes
+    assert "debugfs.no-out-fdt" in codes
+    assert state.incoming is not None
+    assert {v.name for v in state.incoming.subtrees} == {"kexec-metadata", "memblock"}
+    assert debugfs_chain_line(state, "x").startswith("? -> x")
+    json.dumps(debugfs_to_dict(state, None))  # JSON-ready
+
+
+def test_empty_tree() -> None:
+    state = decode_debugfs({})
+    assert [f.code for f in state.all_findings()] == ["debugfs.empty"]
