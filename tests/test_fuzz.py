@@ -24,8 +24,8 @@ Every crasher found is pinned as a regression test at the end of the file.
 
 from __future__ import annotations
 
-import contextlib
 import faulthandler
+import json
 import math
 import os
 import resource
@@ -50,6 +50,7 @@ from kho_drgn.abi import (
     MetadataLayout,
 )
 from kho_drgn.chain import build_chain, find_boot_line, format_chain
+from kho_drgn.debugfs import debugfs_to_dict, decode_debugfs
 from kho_drgn.fdt import (
     FdtError,
     decode_kho_fdt,
@@ -60,7 +61,10 @@ from kho_drgn.findings import Finding
 from kho_drgn.log import KernelLog, LogRecord, find_panic_message, panic_reason
 from kho_drgn.metadata import decode_c_string, decode_kexec_metadata
 from kho_drgn.printk import LogUnavailable, kernel_log
+from kho_drgn.render import render_debugfs
+from kho_drgn.render import render_subtree_view as render_view
 from kho_drgn.state import Handover, KhoState, KhoStatus, read_handover
+from kho_drgn.subtrees import decode_subtree
 from kho_drgn.target import KhoIn, SymbolSource, decode_scratch_array
 from kho_drgn.vmcoreinfo import parse_vmcoreinfo
 
@@ -93,6 +97,9 @@ KNOWN_CODE_PREFIXES = (
     "kho.",
     "symbols.",
     "scratch.",
+    "memmap.",
+    "subtree.",
+    "debugfs.",
 )
 
 
@@ -817,75 +824,94 @@ def _scratch(args: tuple[bytes, ByteOrder]) -> None:
 
 
 # --------------------------------------------------------------------------
-# Late decoders: kho_drgn.memmap, kho_drgn.subtrees, kho_drgn.debugfs
-#
-# Written by another engineer while this file was; not there yet when it was
-# written.  Until they get their own properties, every public pure function
-# of theirs named decode_*/parse_* whose first parameter is bytes and whose
-# other parameters have defaults is fuzzed here with mutated real blobs: it
-# may raise only exceptions its own module defines (or FdtError).
+# Subtree blobs, with hostile memory behind their pointers
 # --------------------------------------------------------------------------
 
-LATE_MODULES = ("kho_drgn.memmap", "kho_drgn.subtrees", "kho_drgn.debugfs")
+SUBTREE_NAMES = ["memblock", "kho_test", "LUO", "kexec-metadata", "acme", ""]
+#: Pages the pointers in fuzzed blobs may (or may not) lead to.
+FUZZ_PAGES = [0x10000, 0x20000, 0x30000, 0x1FE000]
+SEED_SUBTREES = [v for k, v in FIXTURE_SEEDS.items() if "/sub_fdts/" in k] + [
+    b"luo-v5\0\0" + struct.pack("<QQQ", 3, FUZZ_PAGES[0], 0),
+    b"luo-v5\0\0" + struct.pack("<QQQ", 3, FUZZ_PAGES[1] + 8, FUZZ_PAGES[2]),
+]
 
 
-def _late_decoders() -> list[tuple[Callable[[bytes], Any], tuple[type, ...]]]:
-    import importlib
-    import importlib.util
-    import inspect
-
-    found: list[tuple[Callable[[bytes], Any], tuple[type, ...]]] = []
-    for name in LATE_MODULES:
-        if importlib.util.find_spec(name) is None:
-            continue
-        module = importlib.import_module(name)
-        own = [
-            obj
-            for obj in vars(module).values()
-            if isinstance(obj, type)
-            and issubclass(obj, Exception)
-            and obj.__module__ == module.__name__
-        ]
-        documented = (*own, FdtError)
-        for attr, func in sorted(vars(module).items()):
-            if not attr.startswith(("decode_", "parse_")) or not callable(func):
-                continue
-            if getattr(func, "__module__", None) != module.__name__:
-                continue
-            params = list(inspect.signature(func).parameters.values())
-            if not params or "bytes" not in str(params[0].annotation):
-                continue
-            if any(p.default is inspect.Parameter.empty for p in params[1:]):
-                continue
-            found.append((func, documented))
-    return found
-
-
-LATE_DECODERS = _late_decoders()
-
-
-def test_late_decoders_present() -> None:
-    """Says which late decoders are fuzzed (skips while there are none)."""
-    if not LATE_DECODERS:
-        pytest.skip(f"none of {', '.join(LATE_MODULES)} has a bytes decoder yet")
-
-
-if LATE_DECODERS:
-
-    @prop(
-        "late_decoders",
-        st.tuples(
-            st.sampled_from(LATE_DECODERS),
-            st.one_of(mutated(SEED_FDTS + SEED_BLOBS), st.binary(max_size=512)),
-        ),
-        weight=2,
+@st.composite
+def hostile_pages(draw: st.DrawFn) -> dict[int, bytes]:
+    """A few pages whose words point at each other, at themselves, at pages
+    that are not there, or anywhere."""
+    words = st.one_of(
+        st.sampled_from([0, 1, 2, 16, 255, 1 << 40, (1 << 64) - 1]),
+        st.sampled_from(FUZZ_PAGES),
+        st.integers(0, (1 << 64) - 1),
     )
-    def _late(
-        args: tuple[tuple[Callable[[bytes], Any], tuple[type, ...]], bytes],
-    ) -> None:
-        (func, documented), blob = args
-        with contextlib.suppress(*documented):
-            func(blob)
+    pages = {}
+    for address in draw(st.lists(st.sampled_from(FUZZ_PAGES), unique=True)):
+        values = draw(st.lists(words, max_size=12))
+        pages[address] = struct.pack(f"<{len(values)}Q", *values).ljust(4096, b"\0")
+    return pages
+
+
+def _reader(pages: dict[int, bytes]) -> Callable[[int, int], bytes]:
+    def read(address: int, size: int) -> bytes:
+        base = address & ~4095
+        if base not in pages:
+            raise OSError(f"no page at {address:#x}")
+        return pages[base][address - base : address - base + size]
+
+    return read
+
+
+@prop(
+    "subtree_blobs",
+    st.tuples(
+        st.sampled_from(SUBTREE_NAMES),
+        st.one_of(mutated(SEED_SUBTREES + SEED_BLOBS), st.binary(max_size=256)),
+        byteorders,
+        hostile_pages(),
+    ),
+    weight=3,
+)
+def _subtree(args: tuple[str, bytes, ByteOrder, dict[int, bytes]]) -> None:
+    """``decode_subtree`` never raises; its view is JSON-ready and printable."""
+    name, blob, byteorder, pages = args
+    view = decode_subtree(name, blob, byteorder, read_phys=_reader(pages))
+    check_findings(view.findings)
+    json.dumps(view.to_dict())
+    view.summary().encode("utf-8")
+    render_view("incoming", view).encode("utf-8")
+
+
+DEBUGFS_PATHS = [
+    "in/fdt", "out/fdt", "kho/in/fdt",
+    "in/sub_fdts/kexec-metadata", "in/sub_fdts/memblock", "out/sub_fdts/kho_test",
+    "out/sub_fdts/LUO", "out/sub_fdts/x", "out/scratch_phys", "out/scratch_len",
+]  # fmt: skip
+
+
+@prop(
+    "debugfs_trees",
+    st.tuples(
+        st.dictionaries(
+            st.one_of(st.sampled_from(DEBUGFS_PATHS), st.text(max_size=20)),
+            st.one_of(
+                mutated(SEED_FDTS + SEED_SUBTREES + SEED_BLOBS, max_ops=3),
+                st.sampled_from([b"0x1000\n0x2000\n", b"zz\n", b""]),
+                st.binary(max_size=64),
+            ),
+            max_size=8,
+        ),
+        byteorders,
+    ),
+    weight=2,
+)
+def _debugfs(args: tuple[dict[str, bytes], ByteOrder]) -> None:
+    """A damaged or partial debugfs tree decodes to findings, never raises."""
+    files, byteorder = args
+    state = decode_debugfs(files, byteorder)
+    check_findings(state.all_findings())
+    json.dumps(debugfs_to_dict(state, None))
+    render_debugfs(state, None).encode("utf-8")
 
 
 # --------------------------------------------------------------------------
