@@ -215,6 +215,10 @@ def render_scratch(state: KhoState) -> str:
     return text
 
 
+#: Tagged blocks listed in the memmap view (the JSON has them all).
+MAX_TAGGED_ROWS = 64
+
+
 def _size(value: int) -> str:
     """Bytes in the largest binary unit that keeps it readable."""
     for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
@@ -228,7 +232,9 @@ def _map_row(memory: PreservedMemory) -> tuple[object, ...]:
     if summary is None:
         return (memory.direction, "-", "(no map)", "-", "-", "-", "-")
     state = "whole" if summary.complete else "partial: see findings"
-    if not summary.complete and not summary.blocks:
+    if any(f.code == "memmap.incoming-reused" for f in memory.findings):
+        state = "reused since boot (expected)"
+    elif not summary.complete and not summary.blocks:
         state = "unreadable: see findings"
     return (
         memory.direction,
@@ -276,6 +282,20 @@ def render_memory(report: KhoReport, detail: bool = False, ranges: bool = False)
         out.append("\n".join(magic))
     if detail:
         for m in memories:
+            if m.magic is not None and m.magic.tagged:
+                tagged = sorted(m.magic.tagged.items())
+                tagged_rows = [
+                    (_hex(phys), order, _size(4096 << order))
+                    for phys, order in tagged[:MAX_TAGGED_ROWS]
+                ]
+                more = len(tagged) - len(tagged_rows)
+                shown = f" (first {len(tagged_rows)}; {more} more in --json)"
+                out.append(
+                    f"{m.direction}: blocks still tagged KHO_PAGE_MAGIC"
+                    + (shown if more else "")
+                    + "\n"
+                    + tabulate(tagged_rows, headers=("phys", "order", "size"))
+                )
             if m.summary is None or not m.summary.blocks:
                 continue
             rows = [
@@ -293,9 +313,9 @@ def render_memory(report: KhoReport, detail: bool = False, ranges: bool = False)
             range_rows = [
                 (_hex(r.start), _hex(r.end), _size(r.size)) for r in m.summary.ranges
             ]
-            more = " (truncated)" if m.summary.ranges_truncated else ""
+            cut = " (truncated)" if m.summary.ranges_truncated else ""
             out.append(
-                f"{m.direction}: preserved ranges{more}\n"
+                f"{m.direction}: preserved ranges{cut}\n"
                 + tabulate(range_rows, headers=("start", "end", "size"))
             )
     return "\n\n".join(out)
