@@ -458,8 +458,9 @@ def test_corrupted_dump(
     codes = {f["code"] for f in report["findings"]}
     assert set(expect.codes) <= codes, codes
     assert report["target"]["symbols"] == ("dwarf" if dwarf else "kallsyms")
-    if not expect.codes:
-        assert codes <= {NO_DWARF}, codes
+    if not expect.codes:  # info findings (e.g. memmap.incoming-reused) are normal
+        serious = {f["code"] for f in report["findings"] if f["severity"] != "info"}
+        assert serious <= {NO_DWARF}, serious
     if expect.chain is not None:
         chain = report["chain"]
         assert (
