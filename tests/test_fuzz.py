@@ -59,6 +59,7 @@ from kho_drgn.fdt import (
 )
 from kho_drgn.findings import Finding
 from kho_drgn.log import KernelLog, LogRecord, find_panic_message, panic_reason
+from kho_drgn.memmap import MapLimits, summarize_memory_map
 from kho_drgn.metadata import decode_c_string, decode_kexec_metadata
 from kho_drgn.printk import LogUnavailable, kernel_log
 from kho_drgn.render import render_debugfs
@@ -880,6 +881,55 @@ def _subtree(args: tuple[str, bytes, ByteOrder, dict[int, bytes]]) -> None:
     json.dumps(view.to_dict())
     view.summary().encode("utf-8")
     render_view("incoming", view).encode("utf-8")
+
+
+@st.composite
+def hostile_maps(draw: st.DrawFn) -> tuple[dict[int, bytes], int, str, int, MapLimits]:
+    """Map pages whose words are pointers at each other (cycles, shared
+    nodes), past memory, unaligned, at missing pages, or all-ones bitmaps."""
+    addresses = [0x10000, 0x11000, 0x12000, 0x13000, 0x14000]
+    words = st.one_of(
+        st.sampled_from(addresses),
+        st.sampled_from([0, 8, 0x10008, 1 << 52, (1 << 64) - 4096, 0x99000]),
+        st.integers(0, (1 << 64) - 1),
+    )
+    pages = {}
+    for address in draw(st.lists(st.sampled_from(addresses), unique=True, min_size=1)):
+        if draw(st.integers(0, 4)) == 0:
+            pages[address] = b"\xff" * 4096  # a full leaf or bitmap
+            continue
+        slots = draw(st.dictionaries(st.integers(0, 511), words, max_size=16))
+        page = bytearray(4096)
+        for index, value in slots.items():
+            page[index * 8 : index * 8 + 8] = value.to_bytes(8, "little")
+        pages[address] = bytes(page)
+    limits = MapLimits(
+        max_phys=draw(st.sampled_from([1 << 20, 1 << 32, 1 << 52])),
+        max_nodes=draw(st.integers(1, 64)),
+        max_blocks=draw(st.integers(1, 5000)),
+    )
+    root = draw(st.one_of(st.sampled_from(addresses), words))
+    return pages, root, draw(st.sampled_from(["radix", "chunks"])), \
+        draw(st.sampled_from([4096, 32768, 100])), limits  # fmt: skip
+
+
+@prop("memmap_hostile", hostile_maps(), weight=3)
+def _memmap(args: tuple[dict[int, bytes], int, str, int, MapLimits]) -> None:
+    """The walkers never raise, never exceed their limits, and say when a
+    guard cut the walk short."""
+    pages, root, map_format, bits, limits = args
+    summary = summarize_memory_map(
+        _reader(pages), root, map_format=map_format,  # type: ignore[arg-type]
+        bitmap_bits=bits, limits=limits, missing=(OSError,),
+    )  # fmt: skip
+    check_findings(summary.findings)
+    assert summary.blocks <= limits.max_blocks
+    assert summary.nodes_read <= limits.max_nodes
+    for r in summary.ranges:
+        assert 0 <= r.start < r.end <= limits.max_phys
+    if summary.findings and not summary.complete:
+        assert any(f.severity.value != "info" for f in summary.findings)
+    json.dumps(summary.to_dict())
 
 
 DEBUGFS_PATHS = [
