@@ -37,7 +37,9 @@ class Result:
     ratio: float | None = None
 
 
-def measure(cmd: list[str], repeat: int) -> tuple[float, float]:
+def measure(
+    cmd: list[str], repeat: int, ok: tuple[int, ...] = (0,)
+) -> tuple[float, float]:
     """Median wall time and median peak RSS of ``cmd`` over ``repeat`` runs."""
     walls, rss = [], []
     for _ in range(repeat):
@@ -48,15 +50,78 @@ def measure(cmd: list[str], repeat: int) -> tuple[float, float]:
         _, status, usage = os.wait4(proc.pid, 0)
         walls.append(time.perf_counter() - start)
         rss.append(usage.ru_maxrss / 1024)
-        if os.waitstatus_to_exitcode(status) != 0:
+        if os.waitstatus_to_exitcode(status) not in ok:
             raise SystemExit(f"failed ({status}): {' '.join(cmd)}")
     return statistics.median(walls), statistics.median(rss)
+
+
+def batch_throughput(
+    fx: Path, drgn: list[str], copies: int, repeat: int
+) -> list[Result]:
+    """kho-triage over ``4 * copies`` dumps (symlinks to the four fixtures)
+    with 1 and 2 workers, against bare drgn run on each dump in turn.
+
+    Peak RSS is the largest single process (wait4 reports the biggest
+    descendant), i.e. the per-dump worker: it must not grow with the batch.
+    The copies are hard links (kho-triage skips paths that resolve to a dump
+    it already has), made beside the decompressed fixtures.
+    """
+    import tempfile
+
+    fixtures = {
+        "chain-aab": ("kho-7.2/chain-aab.vmcore.xz", "kho-7.2/vmlinux-7.2.13-kho-b.xz"),
+        "cold-b": ("kho-7.2/cold-b.vmcore.xz", "kho-7.2/vmlinux-7.2.13-kho-b.xz"),
+        "off-b": ("kho-7.2/off-b.vmcore.xz", "kho-7.2/vmlinux-7.2.13-kho-b.xz"),
+        "kdump": (
+            "kho-7.2-kdump/kdump.vmcore.xz",
+            "kho-7.2-kdump/vmlinux-7.2.13-kho-b.xz",
+        ),
+    }
+    cache = decompressed(fx / fixtures["chain-aab"][0]).parent.parent
+    with tempfile.TemporaryDirectory(prefix="bench-", dir=cache) as tmp:
+        root, debug = Path(tmp, "crash"), Path(tmp, "debuginfo")
+        debug.mkdir()
+        pairs = []
+        for name, (core_xz, vmlinux_xz) in fixtures.items():
+            core, vmlinux = decompressed(fx / core_xz), decompressed(fx / vmlinux_xz)
+            link = debug / f"{name}-vmlinux"
+            link.symlink_to(vmlinux)
+            pairs.append((core, vmlinux))
+            for i in range(copies):
+                host = root / f"{name}-{i}"
+                host.mkdir(parents=True)
+                os.link(core, host / "vmcore")
+        n = len(pairs) * copies
+        serial = [
+            [*drgn, "-c", str(core), "-s", str(vmlinux), "-e", "pass"]
+            for core, vmlinux in pairs
+        ]
+        each = [measure(cmd, repeat) for cmd in serial]
+        base = sum(wall for wall, _ in each) * copies
+        label = f"{n} dumps: bare drgn -e pass, one after another"
+        results = [Result(label, base, max(rss for _, rss in each), label)]
+        for jobs in (1, 2):
+            cmd = [sys.executable, "-m", "kho_drgn.triage.cli", str(root),
+                   "--debuginfo-dir", str(debug), "-j", str(jobs),
+                   "-o", str(Path(tmp, f"out-{jobs}.jsonl"))]  # fmt: skip
+            wall, rss = measure(cmd, max(1, repeat // 3), ok=(0, 1))
+            results.append(
+                Result(f"{n} dumps: kho-triage -j {jobs} "
+                       f"({n / wall:.1f} dumps/s)", wall, rss, label, wall / base)
+            )  # fmt: skip
+    return results
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--json-out", type=Path)
+    parser.add_argument(
+        "--batch-copies",
+        type=int,
+        default=6,
+        help="copies of each fixture in the batch",
+    )
     args = parser.parse_args()
     shared = shared_dir()
     if shared is None:
@@ -96,6 +161,8 @@ def main() -> int:
             )
             ratio = None if label.startswith("bare") else wall / measured[base][0]
             results.append(Result(f"{name}: {label}", wall, rss, base, ratio))
+
+    results += batch_throughput(fx, drgn, args.batch_copies, args.repeat)
 
     print(f"| run (median of {args.repeat}) | wall s | peak RSS MiB | vs baseline |")
     print("|---|---|---|---|")
