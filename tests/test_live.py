@@ -29,11 +29,11 @@ def lab_vmlinux(*kernels: str) -> Path:
     return vmlinux
 
 
-def run_live(lab: LabRun, vmlinux: Path | None) -> dict:  # type: ignore[type-arg]
+def run_live(lab: LabRun, vmlinux: Path | None, *args: str) -> dict:  # type: ignore[type-arg]
     symbols = ["-s", str(vmlinux)] if vmlinux else ["--no-default-symbols"]
     proc = subprocess.run(
         [sys.executable, "-m", "drgn", "--quiet", "--qemu", str(lab.qmp_socket),
-         *symbols, str(CONTRIB_SCRIPT), "--json"],
+         *symbols, str(CONTRIB_SCRIPT), "--json", *args],
         capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
@@ -55,7 +55,7 @@ def test_live_chain_a_a_b() -> None:
     """cold a -> kexec a -> kexec b, held: the running b's chain, live."""
     vmlinux = lab_vmlinux("a", "b")
     with boot_lab("a,b", first="a") as lab:
-        reports = [run_live(lab, vmlinux), run_live(lab, None)]
+        reports = [run_live(lab, vmlinux, "--scan-pages"), run_live(lab, None)]
     last = lab.last
     assert [s.release for s in lab.stages] == [A, A, B]
     assert f"KHO: exec from: {A} (count 2)" in lab.kho_lines
@@ -80,6 +80,32 @@ def test_live_chain_a_a_b() -> None:
         assert f"KHO: exec from: {A} (count 2)" in texts
         assert report["crash"]["panic_message"] is None
         assert not [f for f in report["findings"] if f["severity"] == "error"]
+        check_live_subtrees_and_memory(report, last)
+    magic = reports[0]["kho"]["incoming"]["memory_map"]["page_magic"]
+    tagged = {t["phys"] for t in magic["tagged"]}
+    assert reports[0]["kho"]["kho_in"]["fdt_phys"] in tagged
+    for sub in reports[0]["kho"]["incoming"]["subtrees"]:
+        assert sub["preserved_data"] in tagged  # 7.2.13 does not restore these
+
+
+def check_live_subtrees_and_memory(report: dict, stage: Stage) -> None:  # type: ignore[type-arg]
+    """Subtrees read from guest memory decode like the guest's debugfs copies;
+    the outgoing map is whole and holds every outgoing blob."""
+    from kho_drgn.subtrees import decode_subtree
+
+    for side, prefix in (("incoming", "in"), ("outgoing", "out")):
+        handover = report["kho"][side]
+        if handover is None:
+            continue
+        for sub in handover["subtrees"]:
+            copy = stage.debugfs(f"kho/{prefix}/sub_fdts/{sub['name']}")
+            if sub["decoded"] is None or copy is None:
+                continue
+            assert sub["decoded"]["fields"] == decode_subtree(sub["name"], copy).fields
+    out = report["kho"]["outgoing"]["memory_map"]["map"]
+    assert out["complete"] and out["blocks"] > 0
+    codes = {f["code"] for f in report["findings"]}
+    assert "memmap.blob-not-preserved" not in codes
 
 
 def test_live_cold_boot_b() -> None:
@@ -92,3 +118,4 @@ def test_live_cold_boot_b() -> None:
     assert not [f for f in stage.files if "/kho/in/" in f]
     assert report["chain"]["next"]["kexec_count"] == metadata_of(stage, "out")[1] == 1
     assert report["chain"]["line"].startswith(f"cold boot -> {B} [running, cold boot]")
+    check_live_subtrees_and_memory(report, stage)
