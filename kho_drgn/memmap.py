@@ -35,9 +35,18 @@ MapFormat = Literal["radix", "chunks"]
 PAGE_SHIFT = 12
 PAGE_SIZE = 1 << PAGE_SHIFT
 _U64_MASK = (1 << 64) - 1
+#: No block can end past 2^64 (a 64-bit phys_addr_t).
+_PHYS_LIMIT = 1 << 64
 
 # Radix tree (kho-v2..v4): enum kho_radix_consts in
-# include/linux/kho/abi/kexec_handover.h, for 4 KiB pages.
+# include/linux/kho/abi/kexec_handover.h, for 4 KiB pages.  Checked against
+# torvalds/linux include/linux/kho/abi/kexec_handover.h@3f2ad900 and the 7.1+
+# kernel/liveupdate/kexec_handover.c: every table entry is virt_to_phys() of
+# a get_zeroed_page() node (the root: kzalloc(PAGE_SIZE), page-aligned);
+# __kho_radix_walk_tree visits slots 0..511 depth first from level 5 with
+# key = start | (i << ((level - 1) * 9 + 15)), and the leaf calls
+# kho_radix_decode_key(key | bit) for each set bit: walk order = key order.
+# The kernel checks nothing while walking (no cycle, range or order check).
 #: ``KHO_ORDER_0_LOG2`` = 64 - PAGE_SHIFT: the order bit of an order-0 key.
 RADIX_ORDER_0_LOG2 = 64 - PAGE_SHIFT
 #: ``KHO_TABLE_SIZE_LOG2``: 512 u64 physical addresses per inner node.
@@ -60,6 +69,10 @@ RADIX_MAX_ORDER = RADIX_ORDER_0_LOG2
 #   struct khoser_mem_chunk { hdr; bitmaps[(PAGE_SIZE - 16) / 16]; } /* page */
 #   phys_start = (xa_index * PRESERVE_BITS) << (order + PAGE_SHIFT)
 #   bit b preserves [phys_start + (b << (order + PAGE_SHIFT)), + PAGE_SIZE << order)
+# Checked against 6.16 (@00c010e1: chunks kzalloc(PAGE_SIZE), bitmaps
+# kzalloc(512), so 512-byte aligned) and linux-mm@04b9e515 (6.19/7.0: both
+# get_zeroed_page()): ``next`` and ``bitmap`` are KHOSER_STORE_PTR, i.e.
+# virt_to_phys(); kho_mem_deserialize reads num_elms entries unchecked.
 CHUNK_HEADER_SIZE = 16
 CHUNK_ENTRY_SIZE = 16
 CHUNK_MAX_ENTRIES = (PAGE_SIZE - CHUNK_HEADER_SIZE) // CHUNK_ENTRY_SIZE
@@ -153,27 +166,31 @@ class MapWalk:
     #: False when a guard stopped the walk or skipped part of the map.
     complete: bool = True
     findings: list[Finding] = field(default_factory=list)
-    _counts: dict[str, int] = field(default_factory=dict, repr=False)
+    #: code -> [findings reported, items they stand for, items in kept findings]
+    _counts: dict[str, list[int]] = field(default_factory=dict, repr=False)
     _finished: bool = field(default=False, repr=False)
 
     def report(self, finding: Finding, count: int = 1) -> None:
-        """Record a finding, keeping the first few of each code."""
-        seen = self._counts.get(finding.code, 0)
-        self._counts[finding.code] = seen + count
-        if seen < MAX_FINDINGS_PER_CODE:
+        """Record a finding standing for ``count`` items (keys, blocks),
+        keeping the first few findings of each code."""
+        counts = self._counts.setdefault(finding.code, [0, 0, 0])
+        counts[1] += count
+        if counts[0] < MAX_FINDINGS_PER_CODE:
+            counts[2] += count
             self.findings.append(finding)
+        counts[0] += 1
 
     def finish(self) -> None:
         """Close the walk: one finding per code for what was not kept."""
         if self._finished:
             return
         self._finished = True
-        kept: dict[str, tuple[Severity, int]] = {}
-        for f in self.findings:
-            severity, n = kept.get(f.code, (f.severity, 0))
-            kept[f.code] = (severity, n + 1)
-        for code, total in self._counts.items():
-            severity, n = kept.get(code, (Severity.WARNING, 0))
+        severities = {f.code: f.severity for f in reversed(self.findings)}
+        # Compare items with items: one finding may stand for many keys or
+        # blocks (fixed: findings were compared with items, so one finding
+        # for 5 keys got "... and 4 more"; latent until bitmap_blocks).
+        for code, (_, total, n) in self._counts.items():
+            severity = severities.get(code, Severity.WARNING)
             if total > n:
                 self.findings.append(
                     Finding(
@@ -281,33 +298,91 @@ class _Reader:
             return None
         return bytes(data)
 
+    @property
+    def phys_end(self) -> int:
+        """Where blocks must end: ``max_phys``, and never past 2^64."""
+        return min(self.limits.max_phys, _PHYS_LIMIT)
+
+    def out_of_range(self, count: int, phys: int, order: int) -> None:
+        """``count`` blocks of ``order``, the first at ``phys``, end past
+        the end of physical memory."""
+        walk = self.walk
+        walk.out_of_range_blocks += count
+        walk.complete = False
+        what = (
+            f"preserved block {phys:#x} (order {order}) ends"
+            if count == 1
+            else f"{count} preserved blocks of order {order} from {phys:#x} end"
+        )
+        walk.report(
+            error(
+                "memmap.block-out-of-range",
+                f"{what} past the end of physical memory ({self.phys_end:#x})",
+                walk.where,
+            ),
+            count,
+        )
+
     def block(self, phys: int, order: int) -> PreservedBlock | None:
         """A decoded block, or None (with a finding) if out of range/too many."""
-        walk, where = self.walk, self.walk.where
-        if phys + (PAGE_SIZE << order) > self.limits.max_phys:
-            walk.out_of_range_blocks += 1
-            walk.report(
-                error(
-                    "memmap.block-out-of-range",
-                    f"preserved block {phys:#x} (order {order}) ends past the "
-                    f"end of physical memory ({self.limits.max_phys:#x})",
-                    where,
-                )
-            )
-            walk.complete = False
+        if phys + (PAGE_SIZE << order) > self.phys_end:
+            self.out_of_range(1, phys, order)
             return None
+        if not self.take_block():
+            return None
+        return PreservedBlock(phys, order)
+
+    def take_block(self) -> bool:
+        """Count one more block; False (and stop) past ``max_blocks``."""
+        walk = self.walk
         if walk.blocks >= self.limits.max_blocks:
             self.stop(
                 warning(
                     "memmap.too-many-blocks",
                     f"the map holds more than {self.limits.max_blocks} blocks; "
                     "stopped walking (raise the limit to see them all)",
-                    where,
+                    walk.where,
                 )
             )
-            return None
+            return False
         walk.blocks += 1
-        return PreservedBlock(phys, order)
+        return True
+
+    def bitmap_blocks(
+        self, bitmap: bytes, byteorder: ByteOrder, base: int, order: int
+    ) -> Iterator[PreservedBlock]:
+        """The blocks of a bitmap whose bit ``b`` is the order-``order`` block
+        at ``base + (b << (PAGE_SHIFT + order))``: a radix leaf under one key
+        prefix, or a kho-v1 chunk entry.
+
+        The addresses grow with ``b``, so every set bit past the last block
+        that fits below ``max_phys`` is counted out of range in one go.
+        (Fixed: the walk used to take one step and one finding per such bit,
+        so wild leaves or bitmaps, up to 32768 bits each, were not bounded by
+        ``max_blocks``: 60 full leaves past ``max_phys`` took 2.5 s, the
+        default ``max_nodes`` of them hours.)
+
+        A block past 2^64 is out of range too: the kernel's ``unsigned long``
+        arithmetic (``deserialize_bitmap``: ``phys_start + (bit << (order +
+        PAGE_SHIFT))``) would wrap it to a low address, but no kernel wrote
+        such an entry, so it is damage, not a block at that low address.
+        """
+        step = PAGE_SHIFT + order
+        size = PAGE_SIZE << order
+        end = self.phys_end
+        fit = 0 if base + size > end else (end - size - base >> step) + 1
+        fit = min(fit, len(bitmap) * 8)  # bits 0..fit-1 are blocks in range
+        value = _bitmap_int(bitmap, byteorder)
+        beyond = value >> fit
+        if beyond:
+            first = fit + (beyond & -beyond).bit_length() - 1
+            self.out_of_range(_popcount_int(beyond), base + (first << step), order)
+        if not value & ((1 << fit) - 1):
+            return
+        for bit in for_each_set_bit(bitmap, byteorder):
+            if bit >= fit or not self.take_block():
+                return
+            yield PreservedBlock(base + (bit << step), order)
 
 
 def _words(data: bytes, byteorder: ByteOrder) -> tuple[int, ...]:
@@ -328,6 +403,20 @@ def for_each_set_bit(bitmap: bytes, byteorder: ByteOrder) -> Iterator[int]:
 
 def _popcount(data: bytes) -> int:
     return bin(int.from_bytes(data, "little")).count("1")
+
+
+def _popcount_int(value: int) -> int:
+    return bin(value).count("1")
+
+
+def _bitmap_int(bitmap: bytes, byteorder: ByteOrder) -> int:
+    """A kernel bitmap as one integer: bit ``b`` of the bitmap is bit ``b``."""
+    if byteorder == "little":
+        return int.from_bytes(bitmap, "little")
+    return int.from_bytes(
+        b"".join(bitmap[i : i + 8][::-1] for i in range(0, len(bitmap) // 8 * 8, 8)),
+        "little",
+    )
 
 
 def radix_encode_key(phys: int, order: int) -> int:
@@ -470,7 +559,13 @@ def _radix_leaf(
     page: bytes, prefix: int, byteorder: ByteOrder, reader: _Reader
 ) -> Iterator[PreservedBlock]:
     walk = reader.walk
-    if prefix and radix_decode_key(prefix) is None:
+    decoded = radix_decode_key(prefix) if prefix else None
+    if decoded is not None:
+        # Every key of this leaf has the prefix's order bit: one order, and
+        # bit b is the block at the prefix's address + (b << (12 + order)).
+        yield from reader.bitmap_blocks(page, byteorder, *decoded)
+        return
+    if prefix:
         # Every key in this leaf has the same (impossible) order bit.
         bad = _popcount(page)
         if bad:
@@ -642,12 +737,9 @@ def _chunk_entries(
             if reader.stopped:
                 return
             continue
-        for bit in for_each_set_bit(bitmap, byteorder):
-            block = reader.block((phys_start + (bit << step)) & _U64_MASK, order)
-            if reader.stopped:
-                return
-            if block is not None:
-                yield block
+        yield from reader.bitmap_blocks(bitmap, byteorder, phys_start, order)
+        if reader.stopped:
+            return
 
 
 def for_each_preserved_block(
