@@ -42,6 +42,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from khobuild import fdt_with_node_props, kho_root_fdt, metadata_blob
+from test_memmap import Phys, chunk_map, radix_map
 
 from kho_drgn.abi import (
     FDT_HEADER_SIZE,
@@ -59,7 +60,20 @@ from kho_drgn.fdt import (
 )
 from kho_drgn.findings import Finding
 from kho_drgn.log import KernelLog, LogRecord, find_panic_message, panic_reason
-from kho_drgn.memmap import MapLimits, summarize_memory_map
+from kho_drgn.memmap import (
+    CHUNK_BITMAP_BITS_PAGE,
+    CHUNK_BITMAP_BITS_SMALL,
+    MAX_FINDINGS_PER_CODE,
+    RADIX_TREE_DEPTH,
+    MapLimits,
+    MapWalk,
+    PhysReadError,
+    PreservedBlock,
+    for_each_chunk_block,
+    for_each_preserved_block,
+    for_each_radix_block,
+    summarize_memory_map,
+)
 from kho_drgn.metadata import decode_c_string, decode_kexec_metadata
 from kho_drgn.printk import LogUnavailable, kernel_log
 from kho_drgn.render import render_debugfs
@@ -930,6 +944,243 @@ def _memmap(args: tuple[dict[int, bytes], int, str, int, MapLimits]) -> None:
     if summary.findings and not summary.complete:
         assert any(f.severity.value != "info" for f in summary.findings)
     json.dumps(summary.to_dict())
+
+
+# --------------------------------------------------------------------------
+# Preserved-memory map walkers, called directly, on hostile memory
+# --------------------------------------------------------------------------
+
+#: Where hostile map pages live; pointers aim at them, at 512-byte kmalloc
+#: objects inside them, at themselves, past max_phys and at missing pages.
+MAP_PAGES = [0x100000 + i * 4096 for i in range(16)]
+#: Codes that mean a guard cut the walk short (complete must be False).
+MAP_GUARD_CODES = {
+    "memmap.cycle", "memmap.pointer-unaligned", "memmap.pointer-out-of-range",
+    "memmap.pointer-null", "memmap.not-a-map", "memmap.invalid-key",
+    "memmap.too-many-nodes", "memmap.too-many-blocks", "memmap.chunk-bad-count",
+    "memmap.chunk-bad-order", "memmap.bad-depth", "memmap.bad-bitmap-size",
+    "memmap.block-out-of-range", "memory.missing",
+}  # fmt: skip
+
+
+@dataclass
+class HostileMap:
+    pages: dict[int, bytes]
+    root: int
+    byteorder: ByteOrder
+    map_format: str
+    depth: int
+    bits: int
+    limits: MapLimits
+    #: how read_phys fails on a missing page: an exception, or a short read
+    failure: str
+
+
+@st.composite
+def hostile_map_memory(draw: st.DrawFn) -> HostileMap:
+    """Pages of u64 words that are pointers into the page set (self-pointers,
+    ancestors, shared children, 512-byte objects), past memory, unaligned or
+    at missing pages, chunk headers with wild orders and counts, full and
+    random bitmaps, random bytes and text: under random limits and depths."""
+    byteorder: ByteOrder = draw(byteorders)
+    end = "<" if byteorder == "little" else ">"
+    present = draw(st.lists(st.sampled_from(MAP_PAGES), unique=True, max_size=12))
+    max_phys = draw(st.sampled_from([1 << 21, 1 << 32, 1 << 52, 1 << 64]))
+    pointers = st.one_of(
+        st.sampled_from(MAP_PAGES),  # present or missing
+        st.sampled_from(MAP_PAGES).map(lambda a: a + 512 * (a >> 12 & 7)),
+        st.sampled_from([max_phys, max_phys - 4096, (1 << 64) - 4096, 1 << 52]).map(
+            lambda a: a % (1 << 64)
+        ),
+        st.sampled_from([8, 0x100008, 0x100200, 0x7FF000]),
+    )
+    words = st.one_of(pointers, st.just(0), st.integers(0, (1 << 64) - 1))
+    pages: dict[int, bytes] = {}
+    for address in present:
+        kind = draw(st.integers(0, 9))
+        if kind <= 1:  # a full or patterned leaf/bitmap
+            pages[address] = draw(st.sampled_from([b"\xff", b"\x55", b"\x80"])) * 4096
+        elif kind == 2:
+            pages[address] = draw(st.binary(min_size=4096, max_size=4096))
+        elif kind == 3:
+            pages[address] = (b"Linux version 7.2.13-kho " * 164)[:4096]
+        elif kind <= 5:  # a chunk: next, order, num_elms, {phys_start, bitmap}
+            page = bytearray(4096)
+            struct.pack_into(
+                end + "QII", page, 0,
+                draw(st.one_of(pointers, st.just(address), st.just(0))),
+                draw(st.one_of(st.integers(0, 12), st.integers(0, (1 << 32) - 1))),
+                draw(st.one_of(st.integers(0, 256), st.integers(0, (1 << 32) - 1))),
+            )  # fmt: skip
+            starts = st.one_of(
+                st.integers(0, 64).map(lambda n: n << 27),
+                st.integers(0, (1 << 64) - 1),
+                st.integers(1, 1 << 20).map(lambda n: (1 << 64) - (n << 12)),
+            )
+            entries = st.tuples(starts, st.one_of(pointers, st.just(0), words))
+            for n, (start, bitmap) in enumerate(draw(st.lists(entries, max_size=8))):
+                struct.pack_into(end + "QQ", page, 16 + n * 16, start, bitmap)
+            pages[address] = bytes(page)
+        else:  # a radix node: real trees use the low slots
+            page = bytearray(4096)
+            slots = draw(
+                st.dictionaries(
+                    st.one_of(st.integers(0, 3), st.integers(0, 511)),
+                    st.one_of(words, st.just(address), st.just(address + 8)),
+                    max_size=24,
+                )
+            )
+            for index, value in slots.items():
+                struct.pack_into(end + "Q", page, index * 8, value)
+            pages[address] = bytes(page)
+    limits = MapLimits(
+        max_phys=max_phys,
+        max_nodes=draw(st.integers(0, 600)),
+        max_blocks=draw(st.integers(0, 40000)),
+    )
+    return HostileMap(
+        pages,
+        draw(st.one_of(st.sampled_from(present or MAP_PAGES), words)),
+        byteorder,
+        draw(st.sampled_from(["radix", "chunks"])),
+        draw(st.one_of(st.just(RADIX_TREE_DEPTH), st.integers(-1, 9))),
+        draw(st.sampled_from([CHUNK_BITMAP_BITS_SMALL, CHUNK_BITMAP_BITS_PAGE, 64])),
+        limits,
+        draw(st.sampled_from(["phys", "os", "short"])),
+    )
+
+
+def _hostile_reader(m: HostileMap) -> Callable[[int, int], bytes]:
+    def read(address: int, size: int) -> bytes:
+        base = address & ~4095
+        if base not in m.pages:
+            if m.failure == "short":
+                return b"\0" * (size // 2)
+            raise PhysReadError(f"{address:#x}") if m.failure == "phys" else OSError()
+        return m.pages[base][address - base : address - base + size]
+
+    return read
+
+
+def check_map_walk(
+    blocks: list[PreservedBlock], walk: MapWalk, limits: MapLimits
+) -> None:
+    """What every walk promises, however hostile the map."""
+    check_findings(walk.findings)
+    assert len(blocks) == walk.blocks <= limits.max_blocks
+    assert walk.nodes_read <= limits.max_nodes
+    for block in blocks:
+        assert 0 <= block.order <= 52
+        assert block.phys >= 0 and block.end <= min(limits.max_phys, 1 << 64)
+    guards = {f.code for f in walk.findings} & MAP_GUARD_CODES
+    assert walk.complete == (not guards), (walk.complete, guards)
+    if walk.invalid_keys:
+        assert "memmap.invalid-key" in guards
+    if walk.out_of_range_blocks:
+        assert "memmap.block-out-of-range" in guards
+    # at most MAX_FINDINGS_PER_CODE of a code, and "... and N more" only
+    # after that many (a finding may stand for many keys or blocks)
+    for code in {f.code for f in walk.findings}:
+        kept = [f for f in walk.findings if f.code == code]
+        more = [f for f in kept if f.message.startswith("... and ")]
+        plain = len(kept) - len(more)
+        assert len(more) <= 1 and plain <= MAX_FINDINGS_PER_CODE
+        assert not more or plain == MAX_FINDINGS_PER_CODE, (code, plain)
+
+
+@prop("memmap_walkers_hostile", hostile_map_memory(), weight=3)
+def _memmap_walkers(m: HostileMap) -> None:
+    """for_each_radix_block / for_each_chunk_block on hostile pages: they
+    return (findings, never an exception), stay within max_nodes and
+    max_blocks, yield only blocks below max_phys, and say complete=False
+    exactly when a guard fired."""
+    walk = MapWalk(where="fuzz")
+    if m.map_format == "radix":
+        blocks = list(
+            for_each_radix_block(
+                _hostile_reader(m), m.root, m.byteorder, limits=m.limits,
+                walk=walk, depth=m.depth,
+            )
+        )  # fmt: skip
+    else:
+        blocks = list(
+            for_each_chunk_block(
+                _hostile_reader(m), m.root, m.byteorder, bitmap_bits=m.bits,
+                limits=m.limits, walk=walk,
+            )
+        )  # fmt: skip
+    check_map_walk(blocks, walk, m.limits)
+    json.dumps([f.to_dict() for f in walk.findings])
+
+
+@st.composite
+def damaged_kernel_maps(
+    draw: st.DrawFn,
+) -> tuple[Phys, int, str, int, bool, set[tuple[int, int]]]:
+    """A map built the kernel's way (test_memmap's radix_map / chunk_map), then
+    damaged: words overwritten with ancestors, self, wild or missing
+    pointers, huge counts; pages dropped or zeroed."""
+    blocks = draw(
+        st.sets(
+            st.tuples(st.integers(0, (1 << 28) - 1), st.integers(0, 20)).map(
+                lambda t: (t[0] >> t[1] << (t[1] + 12), t[1])
+            ),
+            max_size=12,
+        )
+    )
+    byteorder = draw(byteorders)
+    map_format = draw(st.sampled_from(["radix", "chunks"]))
+    bits = draw(st.sampled_from([CHUNK_BITMAP_BITS_SMALL, CHUNK_BITMAP_BITS_PAGE]))
+    if map_format == "radix":
+        mem, root = radix_map(sorted(blocks), byteorder)
+    else:
+        mem, root = chunk_map(sorted(blocks), bits, byteorder)
+    addresses = sorted(mem.pages) or [0x100000]
+    edits = draw(
+        st.lists(
+            st.tuples(
+                st.sampled_from(addresses),
+                st.integers(0, 511),
+                st.one_of(
+                    st.sampled_from(addresses),  # an ancestor, a sibling, itself
+                    st.sampled_from([0, 8, 1 << 52, (1 << 64) - 1, 0x7FF000]),
+                    st.integers(0, (1 << 64) - 1),
+                ),
+            ),
+            max_size=6,
+        )
+    )
+    for address, index, value in edits:
+        if address in mem.pages:
+            mem.set_u64(address + index * 8, value)
+    dropped = draw(st.lists(st.sampled_from(addresses), max_size=2))
+    for address in dropped:
+        if draw(st.booleans()):
+            mem.pages.pop(address, None)
+        elif address in mem.pages:
+            mem.pages[address][:] = bytes(4096)
+    return mem, root, map_format, bits, bool(edits or dropped), blocks
+
+
+@prop("memmap_kernel_maps_damaged", damaged_kernel_maps(), weight=2)
+def _memmap_damaged(
+    args: tuple[Phys, int, str, int, bool, set[tuple[int, int]]],
+) -> None:
+    """Kernel-built maps, damaged: the same promises; undamaged, the exact
+    blocks come back, whole."""
+    mem, root, map_format, bits, damaged, blocks = args
+    limits = MapLimits(max_phys=1 << 44, max_nodes=400, max_blocks=5000)
+    walk = MapWalk()
+    found = list(
+        for_each_preserved_block(
+            mem.read_phys, root, mem.byteorder,  # type: ignore[arg-type]
+            map_format=map_format, bitmap_bits=bits,  # type: ignore[arg-type]
+            limits=limits, walk=walk,
+        )
+    )  # fmt: skip
+    check_map_walk(found, walk, limits)
+    if not damaged:
+        assert {(b.phys, b.order) for b in found} == blocks and walk.complete
 
 
 DEBUGFS_PATHS = [
