@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from fixturedata import fixture_files, load_truth
 
-from kho_drgn.triage.discover import elf_build_id, for_each_dump
+from kho_drgn.triage.discover import dump_kind, elf_build_id, for_each_dump
 from kho_drgn.triage.fleet import count_bucket, fleet_report, panic_signature
 
 pytestmark = pytest.mark.fixtures
@@ -107,7 +107,18 @@ def test_discovery_and_helpers(tmp_path: Path) -> None:
     (tmp_path / "a" / "vmcore").write_bytes(b"x")
     (tmp_path / "a" / "vmcore-dmesg.txt").write_text("x")
     (tmp_path / "a" / "notes").write_text("x")
-    assert [p.name for p in for_each_dump([str(tmp_path)])] == ["vmcore"]
+    # Named otherwise, a dump is still found by its header; a vmlinux is not.
+    elf = bytearray(64)
+    elf[:6] = b"\x7fELF\x02\x01"
+    elf[16] = 4  # ET_CORE
+    (tmp_path / "a" / "host1.vmcore").write_bytes(bytes(elf))
+    elf[16] = 2  # ET_EXEC
+    (tmp_path / "a" / "vmlinux-7.2.13").write_bytes(bytes(elf))
+    (tmp_path / "a" / "host2.dump").write_bytes(b"KDUMP   " + bytes(8))
+    assert [p.name for p in for_each_dump([str(tmp_path)])] == [
+        "host1.vmcore", "host2.dump", "vmcore",
+    ]  # fmt: skip
+    assert dump_kind(tmp_path / "a" / "vmlinux-7.2.13") is None
     assert elf_build_id(tmp_path / "a" / "vmcore") is None
     assert [count_bucket(n) for n in (0, 1, 2, 4, 7, 11, None)] == [
         "0 (cold boot)", "1", "2", "3-5", "6-10", ">10", "unknown",

@@ -30,7 +30,9 @@ def run_one(
 ) -> dict[str, Any]:
     """One dump in its own process; a hang is killed at ``options.timeout``."""
     if dump_kind(dump) is None:
-        return failed_record(str(dump), "not a vmcore (no ELF/kdump/flat magic)")
+        return failed_record(
+            str(dump), "not a vmcore (no ELF core, kdump or flattened-dump header)"
+        )
     cmd = [sys.executable, "-m", "kho_drgn.triage.worker", str(dump)]
     if options.vmlinux is not None:
         cmd += ["--vmlinux", str(options.vmlinux)]

@@ -12,19 +12,28 @@ from pathlib import Path
 ELF_MAGIC = b"\x7fELF"
 KDUMP_MAGICS = (b"KDUMP   ", b"DISKDUMP")
 FLAT_MAGIC = b"makedumpfile"
+#: ELF ``e_type`` of a core file (a vmlinux is ET_EXEC, a module ET_REL).
+ET_CORE = 4
 #: Names of dump files inside a kdump /var/crash/<host-date>/ directory.
 DUMP_NAMES = ("vmcore", "vmcore.flat", "dump.", "vmcore-")
 
 
 def dump_kind(path: Path) -> str | None:
-    """``elf``, ``kdump``, ``flat`` or None (not a dump we can open)."""
+    """``elf``, ``kdump``, ``flat`` or None (not a dump we can open).
+
+    An ELF file counts only when it is a core file, so a vmlinux lying beside
+    the dumps (or passed by mistake) is not taken for one.
+    """
     try:
         with open(path, "rb") as f:
-            head = f.read(16)
+            head = f.read(18)
     except OSError:
         return None
     if head.startswith(ELF_MAGIC):
-        return "elf"
+        if len(head) < 18 or head[5] not in (1, 2):
+            return None
+        e_type = int.from_bytes(head[16:18], "little" if head[5] == 1 else "big")
+        return "elf" if e_type == ET_CORE else None
     if head.startswith(KDUMP_MAGICS):
         return "kdump"
     if head.startswith(FLAT_MAGIC):
@@ -39,9 +48,10 @@ def _looks_like_dump_name(name: str) -> bool:
 def for_each_dump(args: Iterable[str]) -> Iterator[Path]:
     """Dumps named by paths, globs or directories (walked recursively).
 
-    Explicit files are always yielded (a bad one gets a failed record);
-    inside directories only files named like kdump's dumps (``vmcore*``,
-    ``dump.*``) are taken.
+    Explicit files are always yielded (a bad one gets a failed record).
+    Inside directories a file is taken when it is named like kdump's dumps
+    (``vmcore*``, ``dump.*``: a damaged one still gets its record) or when its
+    first bytes say it is a dump whatever its name (``host1.vmcore``).
     """
     seen: set[Path] = set()
     for arg in args:
@@ -55,6 +65,7 @@ def for_each_dump(args: Iterable[str]) -> Iterator[Path]:
                     for root, _, names in sorted(os.walk(path))
                     for name in sorted(names)
                     if _looks_like_dump_name(name)
+                    or dump_kind(Path(root) / name) is not None
                 )
             else:
                 found = iter([path])
