@@ -139,6 +139,35 @@ def test_kho_test_follows_the_vmalloc_area() -> None:
                               {"phys": 0xA000, "order": 2}]  # fmt: skip
 
 
+def test_incoming_kho_test_list_freed_at_boot() -> None:
+    """The new kernel restores the incoming folios and frees their list
+    (lib/test_kho.c): a zeroed chunk page there is one info, not damage;
+    the same page on the outgoing side is a warning."""
+    chunk = 0x10000
+    info = struct.pack("<QIHH", chunk, 1, 1, 0)
+    freed = pages_reader({chunk: bytes(PAGE)})
+    incoming = decode_kho_test(kho_test_blob(info), read_phys=freed, where="incoming")
+    assert [(f.code, f.severity.value) for f in incoming.findings] == [
+        ("subtree.kho-test.consumed", "info")
+    ]
+    assert "0 folios, nr_folios is 2" in incoming.findings[0].message
+    assert incoming.fields["nr_folios"] == 2
+    outgoing = decode_kho_test(kho_test_blob(info), read_phys=freed, where="outgoing")
+    assert codes(outgoing) == {"subtree.kho-test.short"}
+    # a reused page with a wild pointer is folded too, a whole list is quiet
+    wild = pages_reader({chunk: struct.pack("<QQ", 0, 0x20001).ljust(PAGE, b"\0")})
+    folded = decode_kho_test(kho_test_blob(info), read_phys=wild, where="incoming")
+    assert codes(folded) == {"subtree.kho-test.consumed"}
+    assert "unaligned" in folded.findings[0].message
+    data = 0x20000
+    whole = pages_reader({
+        chunk: struct.pack("<QQ", 0, data).ljust(PAGE, b"\0"),
+        data: struct.pack("<QQ", 0x400000, 0x800000).ljust(PAGE, b"\0"),
+    })  # fmt: skip
+    intact = decode_kho_test(kho_test_blob(info), read_phys=whole, where="incoming")
+    assert not intact.findings and len(intact.entries) == 2
+
+
 def test_kho_test_guards() -> None:
     bad_magic = decode_kho_test(kho_test_blob(b"\0" * 16, magic=0xDEAD))
     assert "subtree.kho-test.bad-magic" in codes(bad_magic)
