@@ -12,7 +12,13 @@ from dataclasses import dataclass, field
 
 from drgn import FaultError, Program
 
-from kho_drgn.log import KernelLog, LogRecord, find_panic_message, panic_reason
+from kho_drgn.log import (
+    KernelLog,
+    LogRecord,
+    find_logged_task,
+    find_panic_message,
+    panic_reason,
+)
 from kho_drgn.target import (
     TARGET_ERRORS,
     SymbolSource,
@@ -32,6 +38,9 @@ TAINT_LETTERS = "PFSRMBUDAWCIOELKXTNJ"
 class TaskInfo:
     comm: str
     pid: int
+    #: ``"drgn"`` (the crashed thread's task_struct) or ``"log"`` (what the
+    #: kernel printed with the panic, when there is no debug info for it).
+    source: str = "drgn"
 
 
 @dataclass
@@ -46,6 +55,8 @@ class CrashContext:
     crashed_cpu: int | None = None
     crashed_task: TaskInfo | None = None
     stack_trace: list[str] = field(default_factory=list)
+    #: ``"drgn"`` (unwound from the dump) or ``"log"`` (the printed trace).
+    stack_trace_source: str | None = None
     uptime_seconds: float | None = None
     uptime_source: str | None = None
     taint: str | None = None
@@ -87,6 +98,8 @@ def crash_context(
 
     if not ctx.live:
         _crashed_thread(prog, ctx, dwarf)
+        if log is not None:
+            _crashed_thread_from_log(ctx, log)
     _uptime(prog, ctx, dwarf, log)
     _taint(prog, ctx, dwarf)
     return ctx
@@ -116,8 +129,33 @@ def _crashed_thread(prog: Program, ctx: CrashContext, dwarf: bool) -> None:
             pass
     try:
         ctx.stack_trace = str(thread.stack_trace()).splitlines()
+        ctx.stack_trace_source = "drgn"
     except TARGET_ERRORS as e:
         ctx.unavailable["stack_trace"] = str(e)
+
+
+def _crashed_thread_from_log(ctx: CrashContext, log: KernelLog) -> None:
+    """Fill what drgn could not give from the task and trace the kernel
+    printed when it died."""
+    if ctx.crashed_task is not None and ctx.stack_trace:
+        return
+    logged = find_logged_task(log.lines())
+    if logged is None:
+        if "crashed_task" in ctx.unavailable:
+            # e.g. a kdump kernel: vpanic jumps to the capture kernel first
+            ctx.unavailable["crashed_task"] += (
+                "; the log has no 'CPU: .. PID: .. Comm:' line after the panic"
+            )
+        return
+    if ctx.crashed_task is None:
+        ctx.crashed_task = TaskInfo(logged.comm, logged.pid, source="log")
+        ctx.unavailable.pop("crashed_task", None)
+        if ctx.crashed_cpu is None:
+            ctx.crashed_cpu = logged.cpu
+    if not ctx.stack_trace and logged.stack and logged.pid == ctx.crashed_task.pid:
+        ctx.stack_trace = logged.stack
+        ctx.stack_trace_source = "log"
+        ctx.unavailable.pop("stack_trace", None)
 
 
 def _panic_cpu(prog: Program) -> int | None:

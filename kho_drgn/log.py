@@ -72,3 +72,74 @@ def panic_reason(message: str | None) -> str | None:
         return None
     match = _PANIC_REASON_RE.match(message)
     return match["reason"].strip() if match else message
+
+
+@dataclass
+class LoggedTask:
+    """The task and stack the kernel printed when it died (``dump_stack``)."""
+
+    cpu: int
+    pid: int
+    comm: str
+    stack: list[str] = field(default_factory=list)
+
+
+#: dump_stack's header: ``CPU: 1 UID: 0 PID: 1 Comm: init Not tainted ...``
+#: (``UID:`` since 6.11).  comm is at most 15 characters and may hold spaces.
+_TASK_HEADER_RE = re.compile(
+    r"\bCPU: (?P<cpu>\d+) (?:UID: \d+ )?PID: (?P<pid>\d+) Comm: (?P<comm>.{1,20}?)"
+    r" (?:Not tainted|Tainted: )"
+)
+#: One frame of a printed call trace: ``[? ]symbol+0xoff/0xsize [module]``.
+_FRAME_RE = re.compile(r"^\s*(?:\? )?[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[\w+\])?$")
+_STACK_MARKERS = ("<TASK>", "</TASK>", "<IRQ>", "</IRQ>", "<NMI>", "</NMI>")
+#: Register and code dumps printed inside a trace (``RIP: ..``, ``R08: ..``).
+_REGISTER_RE = re.compile(r"(?:[A-Z][A-Z0-9]{1,3}|Code): ")
+#: Frames kept at most from one printed trace.
+MAX_LOGGED_FRAMES = 64
+#: How far before a panic line an Oops header may be (registers, trace,
+#: modules): an older header belongs to some earlier warning.
+MAX_OOPS_LINES = 200
+
+
+def find_logged_task(lines: list[str]) -> LoggedTask | None:
+    """The task and call trace printed with the crash, from the log alone.
+
+    Without vmlinux debug info drgn cannot name the crashed task or unwind
+    its stack, but the kernel printed both: the ``CPU: .. PID: .. Comm: ..``
+    header and the ``Call Trace:`` that follow the panic (or the last Oops).
+    """
+    panic_at = max(
+        (i for i, line in enumerate(lines) if _PANIC_RE.search(line)), default=None
+    )
+    if panic_at is None:
+        return None
+    # The header comes right after the panic line (panic's dump_stack) or,
+    # for an Oops, just before it; take the nearest one after, else before.
+    after = (i for i in range(panic_at, len(lines)) if _TASK_HEADER_RE.search(lines[i]))
+    first = max(0, panic_at - MAX_OOPS_LINES)
+    before = (
+        i for i in range(panic_at, first - 1, -1) if _TASK_HEADER_RE.search(lines[i])
+    )
+    at = next(after, None)
+    if at is None:
+        at = next(before, None)
+    if at is None:
+        return None
+    match = _TASK_HEADER_RE.search(lines[at])
+    assert match is not None
+    task = LoggedTask(int(match["cpu"]), int(match["pid"]), match["comm"])
+    in_trace = False
+    for line in lines[at + 1 :]:
+        text = line.strip()
+        if text == "Call Trace:":
+            in_trace = True
+        elif not in_trace or text in _STACK_MARKERS:
+            continue
+        elif _FRAME_RE.match(text):
+            task.stack.append(text)
+            if len(task.stack) >= MAX_LOGGED_FRAMES:
+                break
+        elif task.stack and not _REGISTER_RE.match(text):
+            break
+    return task

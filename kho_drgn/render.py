@@ -329,7 +329,8 @@ def render_crash(crash: CrashContext) -> str:
         rows.append(("panic", crash.panic_message or "(no panic message in the log)"))
         if crash.crashed_task is not None:
             task = crash.crashed_task
-            rows.append(("crashed task", f"{task.comm} (pid {task.pid})"))
+            from_log = " (from the log)" if task.source == "log" else ""
+            rows.append(("crashed task", f"{task.comm} (pid {task.pid}){from_log}"))
         rows.append(
             (
                 "crashed CPU",
@@ -355,7 +356,10 @@ def render_crash(crash: CrashContext) -> str:
         rows.append((item, f"unavailable: {reason}"))
     out = ["Crash context", tabulate(rows, tablefmt="plain")]
     if crash.stack_trace:
-        out += ["", "Stack trace of the crashed task", *crash.stack_trace]
+        title = "Stack trace of the crashed task"
+        if crash.stack_trace_source == "log":
+            title += " (as the kernel printed it; no debug info to unwind)"
+        out += ["", title, *crash.stack_trace]
     out += ["", "KHO log lines"]
     if crash.kho_log:
         out += [f"[{r.timestamp_ns / 1e9:12.6f}] {r.text}" for r in crash.kho_log]

@@ -225,9 +225,14 @@ def crash_to_dict(crash: CrashContext | None) -> dict[str, Any] | None:
         "crashed_task": (
             None
             if crash.crashed_task is None
-            else {"comm": crash.crashed_task.comm, "pid": crash.crashed_task.pid}
+            else {
+                "comm": crash.crashed_task.comm,
+                "pid": crash.crashed_task.pid,
+                "source": crash.crashed_task.source,
+            }
         ),
         "stack_trace": crash.stack_trace,
+        "stack_trace_source": crash.stack_trace_source,
         "uptime_seconds": crash.uptime_seconds,
         "uptime_source": crash.uptime_source,
         "taint": crash.taint,

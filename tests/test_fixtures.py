@@ -110,9 +110,12 @@ def test_json_matches_truth(report_dwarf: Any, truth: Truth) -> None:
     check_report(report_dwarf, truth)
     check_crash(report_dwarf, truth)
     assert report_dwarf["target"]["symbols"] == "dwarf"
+    task = report_dwarf["crash"]["crashed_task"]
     if truth.crashed_task is not None:
-        assert report_dwarf["crash"]["crashed_task"] == truth.crashed_task
+        assert {"comm": task["comm"], "pid": task["pid"]} == truth.crashed_task
+    assert task["source"] == "drgn"
     assert report_dwarf["crash"]["stack_trace"]
+    assert report_dwarf["crash"]["stack_trace_source"] == "drgn"
 
 
 def test_no_debuginfo_gives_same_chain(
@@ -128,6 +131,33 @@ def test_no_debuginfo_gives_same_chain(
     )
     codes = {f["code"] for f in report_nodebug["findings"]}
     assert "symbols.no-dwarf" in codes  # every fixture kernel has KHO built in
+
+
+def test_no_debuginfo_task_and_stack_from_the_log(
+    report_nodebug: Any, report_dwarf: Any, truth: Truth
+) -> None:
+    """Without vmlinux, the task and call trace the kernel printed with the
+    panic stand in for drgn's: same task, and the printed frames are the
+    ones drgn unwinds (less dump_stack's own and the entry trampoline)."""
+    crash, dwarf = report_nodebug["crash"], report_dwarf["crash"]
+    task = crash["crashed_task"]
+    if truth.name == "kdump":  # vpanic went to the capture kernel before
+        assert task is None and not crash["stack_trace"]  # printing them
+        assert "no 'CPU: .. PID" in crash["unavailable"]["crashed_task"]
+        return
+    assert task["source"] == "log"
+    assert (task["comm"], task["pid"]) == (
+        dwarf["crashed_task"]["comm"],
+        dwarf["crashed_task"]["pid"],
+    )
+    assert crash["crashed_cpu"] == dwarf["crashed_cpu"]
+    assert crash["stack_trace_source"] == "log"
+    logged = [frame.split("+")[0] for frame in crash["stack_trace"]]
+    unwound = {
+        line.split()[1] for line in dwarf["stack_trace"] if len(line.split()) > 1
+    }
+    assert {"panic", "vpanic"} <= set(logged)
+    assert len(set(logged) - unwound) <= 3, set(logged) - unwound
 
 
 def _without_layout(side: Any) -> Any:

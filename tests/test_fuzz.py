@@ -59,7 +59,14 @@ from kho_drgn.fdt import (
     for_each_fdt_node,
 )
 from kho_drgn.findings import Finding
-from kho_drgn.log import KernelLog, LogRecord, find_panic_message, panic_reason
+from kho_drgn.log import (
+    MAX_LOGGED_FRAMES,
+    KernelLog,
+    LogRecord,
+    find_logged_task,
+    find_panic_message,
+    panic_reason,
+)
 from kho_drgn.memmap import (
     CHUNK_BITMAP_BITS_PAGE,
     CHUNK_BITMAP_BITS_SMALL,
@@ -762,6 +769,12 @@ log_lines = st.lists(
                 "Kernel panic - not syncing: sysrq triggered crash",
                 "Oops: 0002 [#1] SMP",
                 "KHO: kexec-metadata version 2 not supported",
+                "CPU: 1 UID: 0 PID: 1 Comm: init Not tainted 7.2.13-kho-b #1",
+                "CPU: 0 PID: 99999999999999999999 Comm: a b Tainted: G W",
+                "Call Trace:",
+                " <TASK>",
+                " ? vpanic+0x1ef/0x3c8",
+                "RIP: 0033:0x47b7a0",
             ]
         ),
     ),
@@ -821,6 +834,11 @@ def _log(lines: list[str]) -> None:
     assert boot is None or boot.kexec_count >= 0
     log = KernelLog([LogRecord(i, i, t) for i, t in enumerate(lines)])
     assert not log.wrapped and len(log.kho_records()) <= len(lines)
+    task = find_logged_task(lines)
+    assert task is None or message is not None
+    if task is not None:
+        assert task.pid >= 0 and task.comm and len(task.stack) <= MAX_LOGGED_FRAMES
+        assert all(any(frame in line for line in lines) for frame in task.stack)
 
 
 @prop("vmcoreinfo_text", st.text(max_size=400))

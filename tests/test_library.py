@@ -54,11 +54,13 @@ def test_kho_report(aab: tuple[drgn.Program, Truth]) -> None:
     assert report.chain.kexec_count == len(truth.chain) - 1
     assert report.crash is not None
     assert report.crash.panic_reason == truth.panic_reason
+    assert report.crash.crashed_task is not None
+    assert report.crash.crashed_task.comm == "init"
     if report.target.symbols is SymbolSource.DWARF:
-        assert report.crash.crashed_task is not None
-        assert report.crash.crashed_task.comm == "init"
-    else:
-        assert "crashed_task" in report.crash.unavailable
+        assert report.crash.crashed_task.source == "drgn"
+    else:  # what the kernel printed with the panic
+        assert report.crash.crashed_task.source == "log"
+        assert "crashed_task" not in report.crash.unavailable
 
 
 def test_not_a_kernel_is_a_clear_error(tmp_path: Path) -> None:
