@@ -37,6 +37,7 @@ from kho_drgn.target import (
     SymbolSource,
     decode_scratch_array,
     has_kho,
+    has_kho_functions,
     kexec_metadata_layout,
     kho_enabled,
     kho_out_fdt_address,
@@ -298,6 +299,12 @@ def kho_state(prog: Program) -> KhoState:
             raise KhoReadError(
                 "no debug info and no kallsyms in VMCOREINFO: cannot tell "
                 "whether this kernel has KHO (pass -s VMLINUX)"
+            )
+        if source is SymbolSource.KALLSYMS and has_kho_functions(prog):
+            raise KhoReadError(
+                "KHO is built in (its functions are in kallsyms) but kho_in and "
+                "kho_out are not: kallsyms has no data symbols "
+                "(CONFIG_KALLSYMS_ALL=n); pass -s VMLINUX"
             )
         return state
 

@@ -169,6 +169,16 @@ def has_kho(prog: Program) -> bool:
     )
 
 
+#: Exported KHO functions: in kallsyms even without CONFIG_KALLSYMS_ALL.
+KHO_FUNCTIONS = ("kho_is_enabled", "kho_add_subtree", "kho_preserve_folio")
+
+
+def has_kho_functions(prog: Program) -> bool:
+    """True when KHO's functions are known: KHO is built in even if its
+    variables cannot be found (kallsyms without data symbols)."""
+    return any(symbol_address(prog, name) is not None for name in KHO_FUNCTIONS)
+
+
 def kho_enabled(prog: Program) -> bool | None:
     """The ``kho_enable`` flag (``kho=`` on the command line), if readable."""
     obj = _dwarf_object(prog, "kho_enable")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import drgn
@@ -69,3 +69,49 @@ def test_not_a_kernel_is_a_clear_error(tmp_path: Path) -> None:
     prog = drgn.Program()  # no target at all: not a Linux kernel
     with pytest.raises(TargetUnreadable, match="not a Linux kernel"):
         build_report(prog)
+
+
+def _filtered_kallsyms(
+    prog: drgn.Program, keep: Callable[[drgn.Symbol], bool]
+) -> drgn.Program:
+    """The dump's real kallsyms, less the symbols ``keep`` rejects."""
+    from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+    index = load_vmlinux_kallsyms(prog)
+
+    def find(
+        prog: drgn.Program, name: str | None, address: int | None, one: bool
+    ) -> list[drgn.Symbol]:
+        return [s for s in index(prog, name, address, False) if keep(s)][
+            : 1 if one else None
+        ]
+
+    prog.register_symbol_finder("kallsyms", find, enable_index=0)
+    return prog
+
+
+def test_kallsyms_without_data_symbols_is_not_mistaken_for_no_kho() -> None:
+    """A kernel built without CONFIG_KALLSYMS_ALL has no kho_in/kho_out in
+    kallsyms: with no vmlinux that must be an error naming the cause, not
+    'KHO not built in'."""
+    from kho_drgn.target import KhoReadError
+
+    vmcore, _ = fixture_files(load_truth("chain-aab"))
+    prog = _filtered_kallsyms(
+        open_dump(vmcore, None), lambda s: s.kind != drgn.SymbolKind.OBJECT
+    )
+    with pytest.raises(KhoReadError, match="CONFIG_KALLSYMS_ALL=n"):
+        kho_state(prog)
+
+
+def test_kernel_without_kho_is_not_built() -> None:
+    """No KHO symbol at all (a kernel without CONFIG_KEXEC_HANDOVER)."""
+    vmcore, _ = fixture_files(load_truth("chain-aab"))
+    prog = _filtered_kallsyms(
+        open_dump(vmcore, None), lambda s: not s.name.startswith("kho")
+    )
+    state = kho_state(prog)
+    assert state.status is KhoStatus.NOT_BUILT
+    assert state.incoming is None and state.outgoing is None
+    report = kho_report(prog)
+    assert "KHO not built in" in report.chain_line
