@@ -37,22 +37,51 @@ class Result:
     ratio: float | None = None
 
 
+def run_once(cmd: list[str], ok: tuple[int, ...] = (0,)) -> tuple[float, float]:
+    """Wall time (s) and peak RSS (MiB) of one run of ``cmd``."""
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - start
+    if os.waitstatus_to_exitcode(status) not in ok:
+        raise SystemExit(f"failed ({status}): {' '.join(cmd)}")
+    return wall, usage.ru_maxrss / 1024
+
+
 def measure(
     cmd: list[str], repeat: int, ok: tuple[int, ...] = (0,)
 ) -> tuple[float, float]:
     """Median wall time and median peak RSS of ``cmd`` over ``repeat`` runs."""
-    walls, rss = [], []
+    return measure_interleaved({"": cmd}, repeat, ok)[""]
+
+
+def measure_interleaved(
+    cmds: dict[str, list[str]], repeat: int, ok: tuple[int, ...] = (0,)
+) -> dict[str, tuple[float, float]]:
+    """Medians of several commands run in turn, round after round, so that a
+    busy or drifting machine weighs on the baseline and the others alike."""
+    samples: dict[str, list[tuple[float, float]]] = {label: [] for label in cmds}
     for _ in range(repeat):
-        start = time.perf_counter()
-        proc = subprocess.Popen(
-            cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        for label, cmd in cmds.items():
+            samples[label].append(run_once(cmd, ok))
+    return {
+        label: (
+            statistics.median(wall for wall, _ in runs),
+            statistics.median(rss for _, rss in runs),
         )
-        _, status, usage = os.wait4(proc.pid, 0)
-        walls.append(time.perf_counter() - start)
-        rss.append(usage.ru_maxrss / 1024)
-        if os.waitstatus_to_exitcode(status) not in ok:
-            raise SystemExit(f"failed ({status}): {' '.join(cmd)}")
-    return statistics.median(walls), statistics.median(rss)
+        for label, runs in samples.items()
+    }
+
+
+def compile_bytecode() -> None:
+    """Write kho-drgn's .pyc files, as ``pip install`` does for a regular
+    install: an editable install under PYTHONDONTWRITEBYTECODE (set on this
+    project's machines) would otherwise compile every module on every run."""
+    import compileall
+
+    import kho_drgn
+
+    compileall.compile_dir(str(Path(kho_drgn.__file__).parent), quiet=1)
 
 
 def batch_throughput(
@@ -96,7 +125,11 @@ def batch_throughput(
             [*drgn, "-c", str(core), "-s", str(vmlinux), "-e", "pass"]
             for core, vmlinux in pairs
         ]
-        each = [measure(cmd, repeat) for cmd in serial]
+        each = list(
+            measure_interleaved(
+                {str(i): c for i, c in enumerate(serial)}, repeat
+            ).values()
+        )
         base = sum(wall for wall, _ in each) * copies
         label = f"{n} dumps: bare drgn -e pass, one after another"
         results = [Result(label, base, max(rss for _, rss in each), label)]
@@ -139,6 +172,7 @@ def main() -> int:
             fx / "kho-7.2-kdump" / vmlinux_name,
         ),
     }
+    compile_bytecode()
     drgn = [sys.executable, "-m", "drgn", "--quiet"]
     results: list[Result] = []
     for name, (core_xz, vmlinux_xz) in dumps.items():
@@ -152,7 +186,7 @@ def main() -> int:
             "bare drgn, no symbols": [*nosym, "-e", "pass"],
             "kho_chain.py --json, no debuginfo": [*nosym, SCRIPT, "--json"],
         }
-        measured = {label: measure(cmd, args.repeat) for label, cmd in runs.items()}
+        measured = measure_interleaved(runs, args.repeat)
         for label, (wall, rss) in measured.items():
             base = (
                 "bare drgn, no symbols"
