@@ -13,7 +13,14 @@ import pytest
 from fixturedata import fixture_files, load_truth
 
 from kho_drgn.triage.discover import dump_kind, elf_build_id, for_each_dump
-from kho_drgn.triage.fleet import count_bucket, fleet_report, panic_signature
+from kho_drgn.triage.fleet import (
+    HostCrash,
+    count_bucket,
+    fleet_report,
+    host_chain,
+    panic_signature,
+    render_fleet,
+)
 
 pytestmark = pytest.mark.fixtures
 
@@ -98,6 +105,12 @@ def test_report_totals_match_records(batch: Any) -> None:
     assert sum(fleet["by_transition"].values()) == fleet["ok"]
     assert sum(fleet["by_kexec_count"].values()) == fleet["ok"]
     assert fleet["by_panic"] == {"sysrq triggered crash": 4}
+    pairs = fleet["by_transition_and_panic"]
+    assert sum(p["crashes"] for p in pairs) == fleet["ok"]
+    assert {"transition": "7.2.13-kho-a -> 7.2.13-kho-b",
+            "panic": "sysrq triggered crash", "crashes": 2} in pairs  # fmt: skip
+    # the fixtures' kernels never set a hostname: one host, "(none)"
+    assert sum(len(h["dumps"]) for h in fleet["hosts"].values()) == fleet["ok"]
     text = triage("report", str(out))
     assert "7.2.13-kho-a -> 7.2.13-kho-b" in text.stdout
 
@@ -125,6 +138,35 @@ def test_discovery_and_helpers(tmp_path: Path) -> None:
     ]  # fmt: skip
     assert panic_signature("Oops at 0xffff1234 cpu 3") == "Oops at N cpu N"
     assert fleet_report([{"status": "failed", "dump": "x"}]).failed
+
+
+def test_host_chain_pieced_together_from_dumps() -> None:
+    """Each dump names its kernel at kexec_count and the previous one before
+    it; dumps of different boot chains show as alternatives."""
+    a, b = "7.2-a", "7.2-b"
+    crashes = [
+        HostCrash(3, a, b, "d3"),
+        HostCrash(0, None, a, "d0"),
+        HostCrash(1, a, b, "d1"),
+        HostCrash(1, b, b, "other-chain"),
+        HostCrash(None, None, b, "unknown"),
+    ]
+    assert host_chain(crashes) == [(0, [a, b]), (1, [b]), (2, [a]), (3, [b])]
+    records = [
+        {"status": "ok", "host": "h1", "dump": c.dump, "report": {
+            "kho": {"status": "kexec" if c.kexec_count else "cold-boot"},
+            "chain": {"kexec_count": c.kexec_count, "current_release": c.release,
+                      "previous_release": c.previous_release},
+            "crash": {"panic_reason": "Oops at 0x10"}}}
+        for c in crashes
+    ]  # fmt: skip
+    fleet = fleet_report(records)
+    assert [c.dump for c in fleet.hosts["h1"]] == [
+        "d0", "d1", "other-chain", "d3", "unknown",
+    ]  # fmt: skip
+    assert fleet.by_transition_panic[(f"{a} -> {b}", "Oops at N")] == 2
+    text = render_fleet(fleet)
+    assert f"#0 {a}|{b} -> #1 {b} -> #2 {a} -> #3 {b}" in text
 
 
 def test_usage_errors() -> None:

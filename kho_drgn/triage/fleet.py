@@ -53,21 +53,49 @@ def transition(report: dict[str, Any]) -> str:
 
 
 @dataclass
+class HostCrash:
+    """One dump of a host: where its kernel sat in the kexec chain."""
+
+    kexec_count: int | None
+    previous_release: str | None
+    release: str | None
+    dump: str
+
+
+@dataclass
 class FleetReport:
     total: int = 0
     failed: list[dict[str, Any]] = field(default_factory=list)
     by_transition: Counter[str] = field(default_factory=Counter)
     by_bucket: Counter[str] = field(default_factory=Counter)
     by_panic: Counter[str] = field(default_factory=Counter)
-    #: host -> [(kexec_count, release, dump)] in kexec_count order
-    hosts: dict[str, list[tuple[int | None, str | None, str]]] = field(
-        default_factory=dict
-    )
+    #: (transition, panic signature) -> crashes: which handover breaks how
+    by_transition_panic: Counter[tuple[str, str]] = field(default_factory=Counter)
+    #: host -> its dumps in kexec_count order
+    hosts: dict[str, list[HostCrash]] = field(default_factory=dict)
+
+
+def host_chain(crashes: list[HostCrash]) -> list[tuple[int, list[str]]]:
+    """The kernels a host ran at each kexec_count, pieced together from its
+    dumps: each dump names its own kernel (at its count) and the previous one
+    (at count - 1).  More than one release at a position means the dumps come
+    from different boot chains."""
+    seen: dict[int, list[str]] = defaultdict(list)
+    for crash in crashes:
+        if crash.kexec_count is None:
+            continue
+        known = [(crash.kexec_count, crash.release)]
+        if crash.kexec_count > 0:
+            known.append((crash.kexec_count - 1, crash.previous_release))
+        for position, release in known:
+            if release is not None and release not in seen[position]:
+                seen[position].append(release)
+    return sorted(seen.items())
 
 
 def fleet_report(records: Iterable[dict[str, Any]]) -> FleetReport:
     fleet = FleetReport()
-    hosts: dict[str, list[tuple[int | None, str | None, str]]] = defaultdict(list)
+    hosts: dict[str, list[HostCrash]] = defaultdict(list)
     for record in records:
         fleet.total += 1
         report = record.get("report")
@@ -75,15 +103,23 @@ def fleet_report(records: Iterable[dict[str, Any]]) -> FleetReport:
             fleet.failed.append(record)
             continue
         chain = report["chain"]
-        fleet.by_transition[transition(report)] += 1
+        step = transition(report)
+        fleet.by_transition[step] += 1
         fleet.by_bucket[count_bucket(chain["kexec_count"])] += 1
         crash = report.get("crash") or {}
-        fleet.by_panic[panic_signature(crash.get("panic_reason"))] += 1
+        signature = panic_signature(crash.get("panic_reason"))
+        fleet.by_panic[signature] += 1
+        fleet.by_transition_panic[(step, signature)] += 1
         hosts[record.get("host") or "(unknown host)"].append(
-            (chain["kexec_count"], chain["current_release"], record["dump"])
+            HostCrash(
+                chain["kexec_count"],
+                chain["previous_release"],
+                chain["current_release"],
+                record["dump"],
+            )
         )
     fleet.hosts = {
-        host: sorted(entries, key=lambda e: (e[0] is None, e[0] or 0))
+        host: sorted(entries, key=lambda e: (e.kexec_count is None, e.kexec_count or 0))
         for host, entries in sorted(hosts.items())
     }
     return fleet
@@ -101,11 +137,26 @@ def fleet_to_dict(fleet: FleetReport) -> dict[str, Any]:
         "by_transition": dict(fleet.by_transition.most_common()),
         "by_kexec_count": dict(fleet.by_bucket.most_common()),
         "by_panic": dict(fleet.by_panic.most_common()),
+        "by_transition_and_panic": [
+            {"transition": step, "panic": signature, "crashes": n}
+            for (step, signature), n in fleet.by_transition_panic.most_common()
+        ],
         "hosts": {
-            host: [
-                {"kexec_count": count, "release": release, "dump": dump}
-                for count, release, dump in entries
-            ]
+            host: {
+                "dumps": [
+                    {
+                        "kexec_count": e.kexec_count,
+                        "previous_release": e.previous_release,
+                        "release": e.release,
+                        "dump": e.dump,
+                    }
+                    for e in entries
+                ],
+                "chain": [
+                    {"kexec_count": position, "releases": releases}
+                    for position, releases in host_chain(entries)
+                ],
+            }
             for host, entries in fleet.hosts.items()
         },
     }
@@ -129,16 +180,37 @@ def render_fleet(fleet: FleetReport) -> str:
         table("By kexec_count", fleet.by_bucket, "kexec_count"),
         table("By panic signature", fleet.by_panic, "panic"),
     ]
+    pairs = [
+        (step, signature, n)
+        for (step, signature), n in fleet.by_transition_panic.most_common()
+    ]
+    out.append(
+        "By transition and panic signature\n"
+        + tabulate(pairs, headers=("transition", "panic", "crashes"))
+    )
     host_rows = [
         (
             host,
-            " -> ".join(f"{rel} (#{'?' if n is None else n})" for n, rel, _ in entries),
+            len(entries),
+            " -> ".join(
+                f"#{position} {'|'.join(releases)}"
+                for position, releases in host_chain(entries)
+            )
+            or "(no kexec_count)",
+            ", ".join(
+                f"#{'?' if e.kexec_count is None else e.kexec_count}" for e in entries
+            ),
         )
         for host, entries in fleet.hosts.items()
     ]
     out.append(
-        "Per host, in kexec_count order\n"
-        + tabulate(host_rows, headers=("host", "crashed kernels"))
+        "Per host: kernels by kexec_count, pieced together from its dumps "
+        "('a|b': dumps from different boot chains)\n"
+        + tabulate(
+            host_rows,
+            headers=("host", "dumps", "chain", "crashed at"),
+            maxcolwidths=[None, None, 70, 30],
+        )
     )
     if fleet.failed:
         rows = [(r.get("dump"), r.get("status"), r.get("error")) for r in fleet.failed]
