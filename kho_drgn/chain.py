@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from kho_drgn.abi import EXEC_FROM_RE
-from kho_drgn.findings import Finding, error, info, warning
+from kho_drgn.findings import Finding, Severity, error, info, warning
 from kho_drgn.state import KhoState, KhoStatus
 
 
@@ -76,11 +76,21 @@ def build_chain(
             chain.kexec_count = incoming_md.kexec_count
             chain.source = "incoming kexec-metadata blob (not consumed: KHO off)"
     elif state.status is KhoStatus.KEXEC:
-        if incoming_md is not None and incoming_md.valid:
+        blob_valid = incoming_md is not None and incoming_md.valid
+        copy_valid = (
+            kho_in is not None and kho_in.has_metadata_copy and bool(kho_in.kexec_count)
+        )
+        if blob_valid and copy_valid and _copy_outweighs_blob(state, boot_line):
+            assert kho_in is not None
+            chain.previous_release = kho_in.previous_release
+            chain.kexec_count = kho_in.kexec_count
+            chain.source = KHO_IN_OVER_BLOB
+        elif incoming_md is not None and incoming_md.valid:
             chain.previous_release = incoming_md.previous_release
             chain.kexec_count = incoming_md.kexec_count
             chain.source = "incoming kexec-metadata blob"
-        elif kho_in is not None and kho_in.has_metadata_copy and kho_in.kexec_count:
+        elif copy_valid:
+            assert kho_in is not None
             chain.previous_release = kho_in.previous_release
             chain.kexec_count = kho_in.kexec_count
             chain.source = "kho_in (the kernel's boot-time copy)"
@@ -93,7 +103,7 @@ def build_chain(
         chain.next_release = outgoing_md.previous_release
         chain.next_kexec_count = outgoing_md.kexec_count
 
-    chain.findings.extend(_check_kho_in_copy(state))
+    chain.findings.extend(_check_kho_in_copy(state, chain))
     chain.findings.extend(_check_outgoing(state, chain))
     if state.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
         chain.findings.extend(
@@ -103,7 +113,37 @@ def build_chain(
     return chain
 
 
-def _check_kho_in_copy(state: KhoState) -> list[Finding]:
+#: ``KexecChain.source`` when the blob and the boot-time copy disagree and
+#: the copy is the one the other sources bear out.
+KHO_IN_OVER_BLOB = "kho_in (the kernel's boot-time copy; the blob disagrees)"
+
+
+def _copy_outweighs_blob(state: KhoState, boot_line: BootLine | None) -> bool:
+    """When the incoming blob and the kernel's boot-time copy in ``kho_in``
+    disagree, which one to believe: the one the boot line and the outgoing
+    count (incoming + 1) agree with; on a tie the copy, which is what the
+    kernel read when the blob was fresh and acted on since."""
+    kho_in, md = state.kho_in, state.incoming.metadata if state.incoming else None
+    if kho_in is None or md is None:
+        return False
+    copy = (kho_in.previous_release, kho_in.kexec_count)
+    blob = (md.previous_release, md.kexec_count)
+    if copy == blob:
+        return False
+    out = state.outgoing.metadata if state.outgoing else None
+
+    def support(release: str | None, count: int | None) -> int:
+        votes = 0
+        if boot_line is not None:
+            votes += (boot_line.release, boot_line.kexec_count) == (release, count)
+        if out is not None and out.valid and count is not None:
+            votes += out.kexec_count == count + 1
+        return votes
+
+    return support(*copy) >= support(*blob)
+
+
+def _check_kho_in_copy(state: KhoState, chain: KexecChain) -> list[Finding]:
     """The incoming blob against the copy the kernel made of it at boot."""
     kho_in = state.kho_in
     md = state.incoming.metadata if state.incoming else None
@@ -122,7 +162,13 @@ def _check_kho_in_copy(state: KhoState) -> list[Finding]:
             f"incoming kexec-metadata blob says {md.previous_release!r} count "
             f"{md.kexec_count}, but the copy the kernel made at boot (kho_in) "
             f"says {kho_in.previous_release!r} count {kho_in.kexec_count}: "
-            "the blob changed after boot",
+            "one of them changed after boot; the chain follows "
+            + (
+                "the copy, which the boot line and outgoing count bear out "
+                "at least as well"
+                if chain.source == KHO_IN_OVER_BLOB
+                else "the blob, which the boot line and outgoing count bear out"
+            ),
             "incoming",
         )
     ]
@@ -212,8 +258,21 @@ def format_chain(chain: KexecChain, live: bool) -> str:
     ``cold boot -> (1 kexec) -> A -> B [crashed, kexec #2] -> next: B, count 3``
 
     Kernels before the previous one are not recorded anywhere; they are
-    collapsed into "(N kexecs)".
+    collapsed into "(N kexecs)".  When the sources of the chain contradict
+    each other (a failed ``check.*``), the line says so: it may be all that
+    is read.
     """
+    line = _format_line(chain, live)
+    failed = sum(
+        f.severity is Severity.ERROR and f.code.startswith("check.")
+        for f in chain.findings
+    )
+    if failed:
+        line += f" (!) {_plural(failed, 'cross-check')} failed: see findings"
+    return line
+
+
+def _format_line(chain: KexecChain, live: bool) -> str:
     here = "running" if live else "crashed"
     current = chain.current_release or "(unknown release)"
     status = chain.status

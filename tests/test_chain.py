@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from khobuild import kho_root_fdt, metadata_blob
 
-from kho_drgn.chain import build_chain, find_boot_line
+from kho_drgn.chain import KHO_IN_OVER_BLOB, build_chain, find_boot_line
 from kho_drgn.fdt import decode_kho_fdt
 from kho_drgn.metadata import decode_kexec_metadata
 from kho_drgn.report import KhoReport, TargetInfo
@@ -95,8 +95,26 @@ def test_cold_boot() -> None:
 
 
 def test_blob_changed_after_boot() -> None:
+    """Blob and boot-time copy disagree: the chain follows the one the boot
+    line and the outgoing count bear out, the copy on a tie."""
     state = kexec_state(copy=("7.2.13-kho-z", 2))
     assert codes(state, [BOOT_LINE]) == ["check.blob-vs-kho-in"]
+    chain = build_chain(state, [BOOT_LINE])
+    assert chain.source == "incoming kexec-metadata blob"
+    assert chain.previous_release == "7.2.13-kho-a"
+
+    damaged_blob = kexec_state(in_count=5)  # copy a/2, outgoing 3, boot line a/2
+    chain = build_chain(damaged_blob, [BOOT_LINE])
+    assert chain.source == KHO_IN_OVER_BLOB and chain.kexec_count == 2
+    assert [f.code for f in chain.findings] == ["check.blob-vs-kho-in"]
+    assert "follows the copy" in chain.findings[0].message
+    assert line(damaged_blob, [BOOT_LINE]) == (
+        "cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b [crashed, kexec #2] "
+        "-> next: 7.2.13-kho-b, count 3 (!) 1 cross-check failed: see findings"
+    )
+
+    tie = build_chain(kexec_state(in_count=5, out_count=9), None)
+    assert tie.source == KHO_IN_OVER_BLOB and tie.kexec_count == 2
 
 
 def test_outgoing_count_and_release_checks() -> None:
