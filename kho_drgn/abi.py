@@ -126,7 +126,7 @@ class MetadataLayout:
     source: str = "abi"
 
 
-#: include/linux/kho/abi/kexec_handover.h: version u32, previous_release
+#: include/linux/kho/abi/kexec_metadata.h: version u32, previous_release
 #: char[__NEW_UTS_LEN + 1], kexec_count u32, __packed.
 KEXEC_METADATA_V1 = MetadataLayout(
     size=73, version_offset=0, release_offset=4, release_size=65, count_offset=69
@@ -157,8 +157,11 @@ class KhoLayout:
 
 #: Eras by first (major, minor); the last one not after the release applies.
 KHO_LAYOUTS: tuple[tuple[tuple[int, int], KhoLayout], ...] = (
-    ((6, 16), KhoLayout("6.16-6.17", 8, 16, None, None, 88, True)),
-    ((6, 18), KhoLayout("6.18", 0, 8, None, None, 80, True)),
+    # kho_in {dentry *dir; fdt_phys; scratch_phys; ...}; kho_out {notifier
+    # head (48); dentry *dir; mutex (32); ser {struct page *fdt; ...}}.  The
+    # 0/8/80 layout that dropping the notifiers and debugfs dir gave lived
+    # only inside the 6.19 merge window.
+    ((6, 16), KhoLayout("6.16-6.18", 8, 16, None, None, 88, True)),
     ((6, 19), KhoLayout("6.19-7.0", 0, 8, None, None, 0, False)),
     ((7, 1), KhoLayout("7.1+", 0, 8, 16, 84, 0, False)),
 )

@@ -149,13 +149,23 @@ def test_composite_compatible_uses_its_base_version() -> None:
 
 
 def test_layout_by_release() -> None:
+    """kho_in/kho_out offsets per era, from the kernel's struct definitions
+    (x86_64, no lock debugging): 6.16-6.18 kho_in {dir; fdt_phys; ...} and
+    kho_out {notifier head 48; dir 8; mutex 32; ser.fdt page *}; 6.19 moved
+    the direct-map FDT pointer first; 7.1 added the metadata copies."""
     from kho_drgn.abi import kho_layout_for_release
 
-    assert kho_layout_for_release("6.15.0") is None
-    assert kho_layout_for_release("6.16.3").out_fdt_is_page  # type: ignore[union-attr]
-    assert kho_layout_for_release("6.16.3").in_fdt_phys == 8  # type: ignore[union-attr]
-    assert kho_layout_for_release("6.18.1").out_fdt == 80  # type: ignore[union-attr]
-    assert kho_layout_for_release("7.0.2").in_previous_release is None  # type: ignore[union-attr]
-    v72 = kho_layout_for_release("7.2.13-kho-b")
-    assert v72 is not None and (v72.in_previous_release, v72.in_kexec_count) == (16, 84)
-    assert kho_layout_for_release("garbage") is None
+    def era(release: str) -> tuple[object, ...] | None:
+        layout = kho_layout_for_release(release)
+        if layout is None:
+            return None
+        return (layout.in_fdt_phys, layout.in_scratch_phys, layout.out_fdt,
+                layout.out_fdt_is_page, layout.in_previous_release,
+                layout.in_kexec_count)  # fmt: skip
+
+    assert era("6.15.0") is None
+    assert era("garbage") is None
+    old = (8, 16, 88, True, None, None)
+    assert era("6.16.3") == era("6.17.9") == era("6.18.1") == old
+    assert era("6.19.0") == era("7.0.2") == (0, 8, 0, False, None, None)
+    assert era("7.1.0") == era("7.2.13-kho-b") == (0, 8, 0, False, 16, 84)
