@@ -88,6 +88,7 @@ from kho_drgn.render import render_subtree_view as render_view
 from kho_drgn.state import Handover, KhoState, KhoStatus, read_handover
 from kho_drgn.subtrees import decode_subtree
 from kho_drgn.target import KhoIn, SymbolSource, decode_scratch_array
+from kho_drgn.triage.fleet import fleet_report, fleet_to_dict, render_fleet
 from kho_drgn.vmcoreinfo import parse_vmcoreinfo
 
 ByteOrder = Literal["little", "big"]
@@ -847,6 +848,51 @@ def _vmcoreinfo(text: str) -> None:
     for key in list(info.entries)[:20]:
         value = info.number(key)
         assert value is None or isinstance(value, int)
+
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=12),
+    lambda inner: (
+        st.lists(inner, max_size=4)
+        | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+
+
+RECORD_PARTS = [(), ("report",), ("report", "chain"), ("report", "kho"),
+                ("report", "crash")]  # fmt: skip
+
+
+@st.composite
+def triage_records(draw: st.DrawFn) -> Any:
+    """kho-triage records with any part replaced by any JSON value."""
+    record: Any = {
+        "dump": "d", "host": "h", "status": "ok",
+        "report": {
+            "kho": {"status": draw(st.sampled_from(["kexec", "cold-boot", "x"]))},
+            "chain": {"kexec_count": 2, "previous_release": "a",
+                      "current_release": "b"},
+            "crash": {"panic_reason": "Oops at 0x1"},
+        },
+    }  # fmt: skip
+    for _ in range(draw(st.integers(0, 3))):
+        path = draw(st.sampled_from(RECORD_PARTS))
+        target = record
+        for key in path:
+            target = target.get(key) if isinstance(target, dict) else None
+        if isinstance(target, dict) and target:
+            key = draw(st.sampled_from(sorted(target)))
+            target[key] = draw(json_values)
+    return record if draw(st.booleans()) else draw(json_values)
+
+
+@prop("fleet_records", st.lists(triage_records(), max_size=6))
+def _fleet(records: list[Any]) -> None:
+    fleet = fleet_report(records)
+    assert fleet.total == len(records)
+    assert len(fleet.failed) + sum(fleet.by_transition.values()) == len(records)
+    assert render_fleet(fleet) and fleet_to_dict(fleet)["dumps"] == len(records)
 
 
 @prop("scratch_array", st.tuples(st.binary(max_size=512), byteorders))

@@ -174,6 +174,31 @@ def test_usage_errors() -> None:
     assert triage("report", "/nonexistent.jsonl").returncode == 2
 
 
+def test_report_lists_unreadable_records_and_goes_on(tmp_path: Path) -> None:
+    """A cut-off last line or a foreign record is listed, not fatal: exit 1."""
+    good = {"dump": "ok.vmcore", "status": "ok", "host": "h", "report": {
+        "kho": {"status": "cold-boot"},
+        "chain": {"kexec_count": 0, "previous_release": None,
+                  "current_release": "7.2"},
+        "crash": None}}  # fmt: skip
+    records = tmp_path / "records.jsonl"
+    records.write_text(
+        json.dumps(good) + "\n"
+        + json.dumps({"status": "ok", "report": {"chain": "?"}}) + "\n"
+        + "[1, 2]\n"
+        + json.dumps(good)[:30] + "\n"
+    )  # fmt: skip
+    proc = triage("report", str(records), "--json")
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    fleet = json.loads(proc.stdout)
+    assert fleet["ok"] == 1 and fleet["by_transition"] == {"cold boot -> 7.2": 1}
+    failed = {f["dump"]: f for f in fleet["failed"]}
+    assert set(failed) == {f"{records}:{n}" for n in (2, 3, 4)}
+    assert all(f["status"] == "unreadable" for f in failed.values())
+    assert "not JSON" in failed[f"{records}:4"]["error"]
+    assert f"{records}:2: malformed record" in proc.stderr
+
+
 def test_per_dump_time_limit_kills_the_worker() -> None:
     from kho_drgn.triage.batch import BatchOptions, run_one
 

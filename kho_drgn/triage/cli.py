@@ -5,7 +5,9 @@
     kho-triage report RECORDS.jsonl... [--json]
 
 ``run`` exits 0 when every dump was analysed, 1 when any failed or timed
-out, 2 on bad arguments; ``report`` exits 0, or 2 on unreadable input.
+out, 2 on bad arguments; ``report`` exits 0, 1 when some records could not
+be read (bad JSON or shape: listed, and the rest reported), 2 when a file
+cannot be opened.
 """
 
 from __future__ import annotations
@@ -19,7 +21,13 @@ from typing import IO, Any
 
 from kho_drgn.triage.batch import BatchOptions, run_batch
 from kho_drgn.triage.discover import for_each_dump, index_debuginfo
-from kho_drgn.triage.fleet import fleet_report, fleet_to_dict, render_fleet
+from kho_drgn.triage.fleet import (
+    UNREADABLE,
+    fleet_report,
+    fleet_to_dict,
+    render_fleet,
+    unreadable_record,
+)
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -99,17 +107,27 @@ def report_main(argv: list[str]) -> int:
         for n, line in enumerate(lines, 1):
             if not line.strip():
                 continue
+            where = f"{path}:{n}"
             try:
-                records.append(json.loads(line))
+                record = json.loads(line)
             except json.JSONDecodeError as e:
-                print(f"kho-triage report: {path}:{n}: not JSON: {e}", file=sys.stderr)
-                return 2
+                # e.g. the last line of a run that was killed mid-write
+                record = unreadable_record(where, f"not JSON: {e}")
+            if not isinstance(record, dict):
+                record = unreadable_record(where, "record is not an object")
+            record.setdefault("dump", where)
+            records.append(record)
     fleet = fleet_report(records)
     if args.json:
         print(json.dumps(fleet_to_dict(fleet), indent=2))
     else:
         sys.stdout.write(render_fleet(fleet))
-    return 0
+    unreadable = [r for r in fleet.failed if r.get("status") == UNREADABLE]
+    for record in unreadable:
+        print(
+            f"kho-triage report: {record['dump']}: {record['error']}", file=sys.stderr
+        )
+    return 1 if unreadable else 0
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -40,16 +40,75 @@ def panic_signature(reason: str | None) -> str:
     return _NOISE.sub("N", reason).strip()
 
 
-def transition(report: dict[str, Any]) -> str:
+def transition(status: str, previous: str | None, current: str | None) -> str:
     """``previous -> crashed`` release, or the KHO state when there is none."""
-    status = report["kho"]["status"]
-    chain = report["chain"]
-    current = chain["current_release"] or "?"
+    current = current or "?"
     if status == "cold-boot":
         return f"cold boot -> {current}"
-    if status in ("kexec", "disabled-with-incoming") and chain["previous_release"]:
-        return f"{chain['previous_release']} -> {current}"
+    if status in ("kexec", "disabled-with-incoming") and previous:
+        return f"{previous} -> {current}"
     return f"({status}) {current}"
+
+
+#: ``status`` of a record that is not a kho-triage record at all.
+UNREADABLE = "unreadable"
+
+
+class RecordError(ValueError):
+    """A record that does not have the shape kho-triage writes; says why."""
+
+
+@dataclass
+class CrashRecord:
+    """What the fleet report takes from one analysed dump's record."""
+
+    dump: str
+    host: str
+    kho_status: str
+    kexec_count: int | None
+    previous_release: str | None
+    current_release: str | None
+    panic_reason: str | None
+
+
+def _field(
+    data: Any, key: str, kind: type | tuple[type, ...], where: str, optional: bool
+) -> Any:
+    if not isinstance(data, dict):
+        raise RecordError(f"{where} is not an object")
+    value = data.get(key)
+    if value is None and optional:
+        return None
+    if not isinstance(value, kind) or isinstance(value, bool):
+        raise RecordError(f"{where}.{key} is {value!r}")
+    return value
+
+
+def parse_record(record: Any) -> CrashRecord:
+    """The fields of an ``ok`` record, type-checked.
+
+    :raises RecordError: if it is not shaped like kho-triage's records.
+    """
+    report = _field(record, "report", dict, "record", False)
+    chain = _field(report, "chain", dict, "report", False)
+    crash = report.get("crash")
+    return CrashRecord(
+        dump=str(record.get("dump") or "?"),
+        host=_field(record, "host", str, "record", True) or "(unknown host)",
+        kho_status=_field(_field(report, "kho", dict, "report", False),
+                          "status", str, "report.kho", False),
+        kexec_count=_field(chain, "kexec_count", int, "chain", True),
+        previous_release=_field(chain, "previous_release", str, "chain", True),
+        current_release=_field(chain, "current_release", str, "chain", True),
+        panic_reason=_field(crash, "panic_reason", str, "crash", True)
+        if crash is not None
+        else None,
+    )  # fmt: skip
+
+
+def unreadable_record(dump: str, why: str) -> dict[str, Any]:
+    """A stand-in for a record that could not be read (bad JSON, bad shape)."""
+    return {"dump": dump, "status": UNREADABLE, "error": why}
 
 
 @dataclass
@@ -93,29 +152,39 @@ def host_chain(crashes: list[HostCrash]) -> list[tuple[int, list[str]]]:
     return sorted(seen.items())
 
 
-def fleet_report(records: Iterable[dict[str, Any]]) -> FleetReport:
+def fleet_report(records: Iterable[Any]) -> FleetReport:
+    """Group records; failed dumps and records of the wrong shape are listed
+    in ``failed`` (the latter with status ``unreadable``), never fatal."""
     fleet = FleetReport()
     hosts: dict[str, list[HostCrash]] = defaultdict(list)
     for record in records:
         fleet.total += 1
-        report = record.get("report")
-        if record.get("status") != "ok" or not report:
+        if not isinstance(record, dict):
+            fleet.failed.append(unreadable_record("?", "record is not an object"))
+            continue
+        if record.get("status") != "ok":
             fleet.failed.append(record)
             continue
-        chain = report["chain"]
-        step = transition(report)
+        try:
+            crash = parse_record(record)
+        except RecordError as e:
+            dump = str(record.get("dump") or "?")
+            fleet.failed.append(unreadable_record(dump, f"malformed record: {e}"))
+            continue
+        step = transition(
+            crash.kho_status, crash.previous_release, crash.current_release
+        )
         fleet.by_transition[step] += 1
-        fleet.by_bucket[count_bucket(chain["kexec_count"])] += 1
-        crash = report.get("crash") or {}
-        signature = panic_signature(crash.get("panic_reason"))
+        fleet.by_bucket[count_bucket(crash.kexec_count)] += 1
+        signature = panic_signature(crash.panic_reason)
         fleet.by_panic[signature] += 1
         fleet.by_transition_panic[(step, signature)] += 1
-        hosts[record.get("host") or "(unknown host)"].append(
+        hosts[crash.host].append(
             HostCrash(
-                chain["kexec_count"],
-                chain["previous_release"],
-                chain["current_release"],
-                record["dump"],
+                crash.kexec_count,
+                crash.previous_release,
+                crash.current_release,
+                crash.dump,
             )
         )
     fleet.hosts = {
