@@ -172,6 +172,22 @@ def test_host_chain_pieced_together_from_dumps() -> None:
 def test_usage_errors() -> None:
     assert triage().returncode == 2
     assert triage("report", "/nonexistent.jsonl").returncode == 2
+    for bad in (["--timeout", "0"], ["-j", "-3"]):
+        proc = triage("/nonexistent.vmcore", *bad)
+        assert proc.returncode == 2 and "must be positive" in proc.stderr
+
+
+def test_missing_dump_and_vmlinux_say_so() -> None:
+    proc = triage("/nonexistent.vmcore")
+    assert proc.returncode == 1
+    assert json.loads(proc.stdout)["error"] == "cannot open: No such file or directory"
+    vmcore, _ = fixture_files(load_truth("cold-b"))
+    proc = triage(str(vmcore), "--vmlinux", "/nonexistent/vmlinux")
+    record = json.loads(proc.stdout)
+    assert record["status"] == "ok" and record["report"]["chain"]["kexec_count"] == 0
+    assert record["vmlinux_error"] == (
+        "cannot read /nonexistent/vmlinux: No such file or directory"
+    )
 
 
 def test_report_lists_unreadable_records_and_goes_on(tmp_path: Path) -> None:

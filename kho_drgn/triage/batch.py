@@ -29,6 +29,11 @@ def run_one(
     dump: Path, options: BatchOptions, index_file: Path | None
 ) -> dict[str, Any]:
     """One dump in its own process; a hang is killed at ``options.timeout``."""
+    try:
+        with open(dump, "rb"):
+            pass
+    except OSError as e:
+        return failed_record(str(dump), f"cannot open: {e.strerror or e}")
     if dump_kind(dump) is None:
         return failed_record(
             str(dump), "not a vmcore (no ELF core, kdump or flattened-dump header)"

@@ -16,6 +16,7 @@ import argparse
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
@@ -28,6 +29,16 @@ from kho_drgn.triage.fleet import (
     render_fleet,
     unreadable_record,
 )
+
+
+def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
+    def parse(text: str) -> Any:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be positive, not {text}")
+        return value
+
+    return parse
 
 
 def _run_parser() -> argparse.ArgumentParser:
@@ -45,8 +56,14 @@ def _run_parser() -> argparse.ArgumentParser:
         "--debuginfo-dir", type=Path, action="append", default=[],
         help="directory of vmlinux files, matched to each dump by BUILD-ID",
     )  # fmt: skip
-    p.add_argument("-j", "--jobs", type=int, default=os.cpu_count() or 1)
-    p.add_argument("--timeout", type=float, default=300.0, help="seconds per dump")
+    p.add_argument(
+        "-j", "--jobs", type=_positive(int), default=os.cpu_count() or 1,
+        help="dumps analysed at once (default: CPU count)",
+    )  # fmt: skip
+    p.add_argument(
+        "--timeout", type=_positive(float), default=300.0,
+        help="seconds per dump (default 300)",
+    )  # fmt: skip
     p.add_argument("--no-crash", action="store_true", help="skip the crash context")
     return p
 

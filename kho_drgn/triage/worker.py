@@ -15,6 +15,8 @@ from typing import Any
 
 import drgn
 
+from kho_drgn.triage.discover import elf_build_id
+
 RECORD_SCHEMA = "kho-drgn/triage-record/1"
 _UTS_FIELD = 65  # struct new_utsname: six char[65]; nodename is the second
 
@@ -79,11 +81,13 @@ def analyse(
         vmlinux, record["vmlinux_match"] = index[build_id], "build-id"
     if vmlinux is not None:
         try:
+            with open(vmlinux, "rb"):
+                pass
             prog.load_debug_info([vmlinux])
         except drgn.MissingDebugInfoError as e:
             record["vmlinux_error"] = str(e)
         except OSError as e:
-            record["vmlinux_error"] = f"cannot read {vmlinux}: {e}"
+            record["vmlinux_error"] = f"cannot read {vmlinux}: {e.strerror or e}"
         record["vmlinux"] = vmlinux
     record["host"] = nodename(prog)
     try:
@@ -93,12 +97,22 @@ def analyse(
         return record
     record.update(status="ok", error=None, report=report_to_dict(report))
     if report.target.symbols.value != "dwarf" and vmlinux is not None:
-        record["vmlinux_error"] = record.get("vmlinux_error") or (
-            f"{vmlinux} was not used: its build ID does not match the dump's "
-            f"BUILD-ID {build_id}"
+        record["vmlinux_error"] = record.get("vmlinux_error") or _not_used(
+            vmlinux, build_id
         )
     record["elapsed_s"] = round(time.monotonic() - start, 3)
     return record
+
+
+def _not_used(vmlinux: str, build_id: str | None) -> str:
+    """Why drgn ignored a readable vmlinux (it matches files by build ID)."""
+    own = elf_build_id(Path(vmlinux))
+    if own is None:
+        return f"{vmlinux} was not used: it is not an ELF file with a GNU build ID"
+    return (
+        f"{vmlinux} was not used: its build ID {own} does not match the dump's "
+        f"BUILD-ID {build_id}"
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
