@@ -27,7 +27,7 @@ from typing import Any, Literal
 
 from kho_drgn.abi import FDT_HEADER_SIZE, KEXEC_METADATA_NODE
 from kho_drgn.fdt import FdtError, KhoFdt, decode_kho_fdt, fdt_header_totalsize
-from kho_drgn.findings import Finding, error, info, warning
+from kho_drgn.findings import Finding, error, info, most_severe_first, warning
 from kho_drgn.subtrees import SubtreeView, decode_subtree
 from kho_drgn.target import ScratchArea
 
@@ -86,7 +86,7 @@ class DebugfsState:
                 found += handover.findings
                 for view in handover.subtrees:
                     found += view.findings
-        return found
+        return most_severe_first(found)
 
 
 def read_debugfs_files(root: Path = DEFAULT_ROOT) -> dict[str, bytes]:

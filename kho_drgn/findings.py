@@ -7,6 +7,7 @@ they could still read, so one damaged blob does not hide the rest of a dump.
 from __future__ import annotations
 
 import enum
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 
@@ -53,3 +54,14 @@ def warning(code: str, message: str, where: str = "") -> Finding:
 
 def info(code: str, message: str, where: str = "") -> Finding:
     return Finding(code, Severity.INFO, message, where)
+
+
+#: Least to most severe.
+SEVERITY_ORDER = (Severity.INFO, Severity.WARNING, Severity.ERROR)
+
+
+def most_severe_first(findings: Iterable[Finding]) -> list[Finding]:
+    """Each finding once, errors first, then warnings, then infos; within a
+    severity, in the order they were found (incoming, outgoing, checks)."""
+    unique = list(dict.fromkeys(findings))
+    return sorted(unique, key=lambda f: -SEVERITY_ORDER.index(f.severity))

@@ -14,7 +14,13 @@ from drgn import Program, ProgramFlags
 from kho_drgn import __version__
 from kho_drgn.chain import KexecChain, build_chain, format_chain
 from kho_drgn.crash import CrashContext, crash_context
-from kho_drgn.findings import Finding, Severity, warning
+from kho_drgn.findings import (
+    SEVERITY_ORDER,
+    Finding,
+    Severity,
+    most_severe_first,
+    warning,
+)
 from kho_drgn.log import KernelLog
 from kho_drgn.metadata import KexecMetadata
 from kho_drgn.preserved import PreservedMemory, preserved_memory
@@ -115,26 +121,15 @@ def kho_report(
         state=state,
         chain=chain,
         crash=crash,
-        findings=_dedup(findings),
+        findings=most_severe_first(findings),
         preserved=preserved,
     )
 
 
-def _dedup(findings: list[Finding]) -> list[Finding]:
-    seen: set[Finding] = set()
-    out = []
-    for finding in findings:
-        if finding not in seen:
-            seen.add(finding)
-            out.append(finding)
-    return out
-
-
 def worst_severity(findings: list[Finding]) -> Severity | None:
-    order = [Severity.INFO, Severity.WARNING, Severity.ERROR]
     if not findings:
         return None
-    return max((f.severity for f in findings), key=order.index)
+    return max((f.severity for f in findings), key=SEVERITY_ORDER.index)
 
 
 def metadata_to_dict(md: KexecMetadata | None) -> dict[str, Any] | None:

@@ -168,3 +168,10 @@ def test_find_boot_line() -> None:
 def test_kernel_warnings_become_findings() -> None:
     lines = [BOOT_LINE, "KHO: kexec-metadata version 2 not supported (expected 1)"]
     assert codes(kexec_state(), lines) == ["log.kernel-warning"]
+
+
+def test_findings_most_severe_first_each_once() -> None:
+    from kho_drgn.findings import error, info, most_severe_first, warning
+
+    a, b, c, d = info("i", "x"), warning("w", "x"), error("e1", "x"), error("e2", "x")
+    assert most_severe_first([a, b, c, a, d, b]) == [c, d, b, a]

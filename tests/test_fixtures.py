@@ -94,6 +94,9 @@ def check_report(report: Any, truth: Truth) -> None:
         assert chain["kexec_count"] is None and chain["next"] is None
     errors = [f for f in report["findings"] if f["severity"] == "error"]
     assert errors == []
+    rank = {"error": 0, "warning": 1, "info": 2}  # most severe first
+    ranks = [rank[f["severity"]] for f in report["findings"]]
+    assert ranks == sorted(ranks)
 
 
 def check_crash(report: Any, truth: Truth) -> None:
