@@ -276,7 +276,7 @@ class _Reader:
             data = self.read_phys(address, size)
         except self.missing as e:
             walk.report(
-                error(
+                warning(
                     "memory.missing",
                     f"{what} at physical {address:#x} is not in the target "
                     f"({str(e) or type(e).__name__}); its part of the map is lost",
@@ -287,7 +287,7 @@ class _Reader:
             return None
         if len(data) != size:
             walk.report(
-                error(
+                warning(
                     "memory.missing",
                     f"{what} at physical {address:#x}: read {len(data)} of "
                     f"{size} bytes; its part of the map is lost",

@@ -152,7 +152,7 @@ def read_kexec_metadata(
         blob = read_phys(prog, subtree.phys, min(size, METADATA_READ_LIMIT))
     except FaultError:
         subtree.findings.append(
-            error(
+            warning(
                 "memory.missing",
                 f"kexec-metadata blob at physical {subtree.phys:#x} "
                 f"({size} bytes) is not in the dump",
@@ -185,7 +185,7 @@ def read_handover(
         handover.fdt = decode_kho_fdt(blob, target_byteorder(prog), direction)
     except FaultError:
         handover.findings.append(
-            error(
+            warning(
                 "memory.missing",
                 f"{direction} root FDT at {where} is not in the dump",
                 direction,
@@ -246,7 +246,7 @@ def read_subtree_view(
         blob = read_phys(prog, subtree.phys, size)
     except FaultError:
         subtree.findings.append(
-            error(
+            warning(
                 "memory.missing",
                 f"sub-node {subtree.name!r}: its data at physical "
                 f"{subtree.phys:#x} ({size} bytes) is not in the dump",
