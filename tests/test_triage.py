@@ -140,6 +140,21 @@ def test_discovery_and_helpers(tmp_path: Path) -> None:
     assert fleet_report([{"status": "failed", "dump": "x"}]).failed
 
 
+def test_host_from_nodename_else_kdump_directory() -> None:
+    from kho_drgn.triage.worker import host_of
+
+    crash = "/var/crash/10.0.0.7-2026-11-25-03:12:44/vmcore"
+    assert host_of("db17", crash) == ("db17", "nodename")
+    assert host_of("(none)", crash) == ("10.0.0.7", "kdump-directory")
+    assert host_of(None, "/var/crash/web-3.example-2026-11-25-03:12/vmcore") == (
+        "web-3.example", "kdump-directory",
+    )  # fmt: skip
+    assert host_of("(none)", "/var/crash/202611250312/dump.202611250312") == (
+        "(none)", "nodename",
+    )  # fmt: skip
+    assert host_of(None, "/tmp/vmcore") == (None, None)
+
+
 def test_host_chain_pieced_together_from_dumps() -> None:
     """Each dump names its kernel at kexec_count and the previous one before
     it; dumps of different boot chains show as alternatives."""

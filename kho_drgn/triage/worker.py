@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import time
 from pathlib import Path
@@ -26,6 +27,7 @@ def failed_record(dump: str, error: str, status: str = "failed") -> dict[str, An
         "schema": RECORD_SCHEMA,
         "dump": dump,
         "host": None,
+        "host_source": None,
         "vmlinux": None,
         "vmlinux_match": "none",
         "status": status,
@@ -33,6 +35,25 @@ def failed_record(dump: str, error: str, status: str = "failed") -> dict[str, An
         "elapsed_s": None,
         "report": None,
     }
+
+
+#: kdump-utils' default dump directory: ``/var/crash/<host>-<YYYY-MM-DD-HH:MM[:SS]>``,
+#: where <host> is the machine's IP address or name.
+_KDUMP_DIR_RE = re.compile(r"(?P<host>.+?)-\d{4}-\d{2}-\d{2}-\d{2}:\d{2}(?::\d{2})?")
+#: What the kernel's nodename is before anything sets it.
+_UNSET_NODENAMES = ("", "(none)", "localhost", "localhost.localdomain")
+
+
+def host_of(node: str | None, dump: str) -> tuple[str | None, str | None]:
+    """The host a dump came from and where that was read: the crashed
+    kernel's nodename, or, when the host never set one, the host part of a
+    kdump ``<host>-<date>`` directory the dump lies in."""
+    if node is not None and node not in _UNSET_NODENAMES:
+        return node, "nodename"
+    match = _KDUMP_DIR_RE.fullmatch(Path(dump).parent.name)
+    if match:
+        return match["host"], "kdump-directory"
+    return node, None if node is None else "nodename"
 
 
 def nodename(prog: drgn.Program) -> str | None:
@@ -89,7 +110,7 @@ def analyse(
         except OSError as e:
             record["vmlinux_error"] = f"cannot read {vmlinux}: {e.strerror or e}"
         record["vmlinux"] = vmlinux
-    record["host"] = nodename(prog)
+    record["host"], record["host_source"] = host_of(nodename(prog), dump)
     try:
         report = build_report(prog, with_crash=with_crash)
     except TargetUnreadable as e:
