@@ -95,6 +95,8 @@ _FRAME_RE = re.compile(r"^\s*(?:\? )?[\w.$]+\+0x[0-9a-f]+/0x[0-9a-f]+(?: \[\w+\]
 _STACK_MARKERS = ("<TASK>", "</TASK>", "<IRQ>", "</IRQ>", "<NMI>", "</NMI>")
 #: Register and code dumps printed inside a trace (``RIP: ..``, ``R08: ..``).
 _REGISTER_RE = re.compile(r"(?:[A-Z][A-Z0-9]{1,3}|Code): ")
+#: An Oops prints its header within a few lines of its ``BUG:``/``Oops:``.
+OOPS_HEADER_GAP = 8
 #: Frames kept at most from one printed trace.
 MAX_LOGGED_FRAMES = 64
 #: How far before a panic line an Oops header may be (registers, trace,
@@ -119,7 +121,9 @@ def find_logged_task(lines: list[str]) -> LoggedTask | None:
     after = (i for i in range(panic_at, len(lines)) if _TASK_HEADER_RE.search(lines[i]))
     first = max(0, panic_at - MAX_OOPS_LINES)
     before = (
-        i for i in range(panic_at, first - 1, -1) if _TASK_HEADER_RE.search(lines[i])
+        i
+        for i in range(panic_at, first - 1, -1)
+        if _TASK_HEADER_RE.search(lines[i]) and _follows_oops(lines, i)
     )
     at = next(after, None)
     if at is None:
@@ -143,3 +147,13 @@ def find_logged_task(lines: list[str]) -> LoggedTask | None:
         elif task.stack and not _REGISTER_RE.match(text):
             break
     return task
+
+
+def _follows_oops(lines: list[str], header: int) -> bool:
+    """Whether a task header belongs to an Oops or BUG (not to a WARNING,
+    which prints the same header but does not kill the kernel)."""
+    for line in lines[max(0, header - OOPS_HEADER_GAP) : header]:
+        match = _PANIC_RE.search(line)
+        if match and not match.group(1).startswith("Kernel panic"):
+            return True
+    return False

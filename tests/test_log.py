@@ -64,6 +64,23 @@ def test_an_old_warning_header_is_not_the_crashed_task() -> None:
     assert find_logged_task([*old, *filler, "Kernel panic - not syncing: x"]) is None
 
 
+def test_a_warning_just_before_the_panic_is_not_the_crashed_task() -> None:
+    """A WARN prints the same header; without an Oops above it, it is not the
+    crash (a kdump kernel's panic prints no header of its own)."""
+    warn = [
+        "------------[ cut here ]------------",
+        "WARNING: CPU: 1 PID: 77 at mm/page_alloc.c:4000 f+0x1/0x2",
+        "Modules linked in:",
+        "CPU: 1 UID: 0 PID: 77 Comm: kswapd0 Not tainted 7.2.13 #1",
+        "Call Trace:",
+        " f+0x1/0x2",
+        "---[ end trace 0000000000000000 ]---",
+        "sysrq: Trigger a crash",
+        "Kernel panic - not syncing: sysrq triggered crash",
+    ]
+    assert find_logged_task(warn) is None
+
+
 def test_no_panic_or_no_header_is_none() -> None:
     assert find_logged_task(["CPU: 0 UID: 0 PID: 1 Comm: init Not tainted 7.2"]) is None
     assert find_logged_task(["Kernel panic - not syncing: x", "Call Trace:"]) is None
