@@ -14,13 +14,7 @@ from drgn import Program, ProgramFlags
 from kho_drgn import __version__
 from kho_drgn.chain import KexecChain, build_chain, format_chain
 from kho_drgn.crash import CrashContext, crash_context
-from kho_drgn.findings import (
-    SEVERITY_ORDER,
-    Finding,
-    Severity,
-    most_severe_first,
-    warning,
-)
+from kho_drgn.findings import Finding, most_severe_first, warning
 from kho_drgn.log import KernelLog
 from kho_drgn.metadata import KexecMetadata
 from kho_drgn.preserved import PreservedMemory, preserved_memory
@@ -124,12 +118,6 @@ def kho_report(
         findings=most_severe_first(findings),
         preserved=preserved,
     )
-
-
-def worst_severity(findings: list[Finding]) -> Severity | None:
-    if not findings:
-        return None
-    return max((f.severity for f in findings), key=SEVERITY_ORDER.index)
 
 
 def metadata_to_dict(md: KexecMetadata | None) -> dict[str, Any] | None:
