@@ -353,7 +353,7 @@ def render_crash(crash: CrashContext) -> str:
     if crash.build_id:
         rows.append(("build ID", crash.build_id))
     for item, reason in crash.unavailable.items():
-        rows.append((item, f"unavailable: {reason}"))
+        rows.append((item.replace("_", " "), f"unavailable: {reason}"))
     out = ["Crash context", tabulate(rows, tablefmt="plain")]
     if crash.stack_trace:
         title = "Stack trace of the crashed task"
