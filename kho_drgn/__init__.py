@@ -21,7 +21,8 @@ _EXPORTS = {
     "read_debugfs_files": "kho_drgn.debugfs",
     "for_each_preserved_block": "kho_drgn.memmap",
     "summarize_memory_map": "kho_drgn.memmap",
-    "preserved_memory": "kho_drgn.preserved",
+    "kexec_chain": "kho_drgn.helpers",
+    "preserved_memory": "kho_drgn.helpers",
     "SubtreeView": "kho_drgn.subtrees",
     "decode_subtree": "kho_drgn.subtrees",
     "KexecChain": "kho_drgn.chain",
@@ -35,7 +36,7 @@ _EXPORTS = {
     "KhoState": "kho_drgn.state",
     "KhoStatus": "kho_drgn.state",
     "for_each_handover": "kho_drgn.state",
-    "kho_state": "kho_drgn.state",
+    "kho_state": "kho_drgn.helpers",
 }
 
 __all__ = (
@@ -52,6 +53,7 @@ __all__ = (
     "decode_subtree",
     "for_each_handover",
     "for_each_preserved_block",
+    "kexec_chain",
     "kho_report",
     "kho_state",
     "preserved_memory",
@@ -64,11 +66,11 @@ if TYPE_CHECKING:
     from kho_drgn.chain import KexecChain, build_chain
     from kho_drgn.debugfs import decode_debugfs, read_debugfs_files
     from kho_drgn.fdt import decode_kho_fdt
+    from kho_drgn.helpers import kexec_chain, kho_state, preserved_memory
     from kho_drgn.memmap import for_each_preserved_block, summarize_memory_map
     from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
-    from kho_drgn.preserved import preserved_memory
     from kho_drgn.report import KhoReport, kho_report, report_to_dict
-    from kho_drgn.state import KhoState, KhoStatus, for_each_handover, kho_state
+    from kho_drgn.state import KhoState, KhoStatus, for_each_handover
     from kho_drgn.subtrees import SubtreeView, decode_subtree
 
 

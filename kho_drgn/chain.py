@@ -51,6 +51,21 @@ class KexecChain:
     source: str | None = None
     findings: list[Finding] = field(default_factory=list)
 
+    @property
+    def next(self) -> NextKernel | None:
+        """What the outgoing blob will tell the next kernel; None if nothing."""
+        if self.next_release is None and self.next_kexec_count is None:
+            return None
+        return NextKernel(self.next_release, self.next_kexec_count)
+
+
+@dataclass(frozen=True)
+class NextKernel:
+    """The outgoing ``kexec-metadata``: this kernel's release and the count."""
+
+    release: str | None
+    kexec_count: int | None
+
 
 def build_chain(
     state: KhoState, log_lines: list[str] | None = None, log_wrapped: bool = False

@@ -23,11 +23,11 @@ from kho_drgn.target import (
     TARGET_ERRORS,
     SymbolSource,
     is_live,
+    kho_target,
     symbol_address,
     symbol_source,
     target_byteorder,
 )
-from kho_drgn.vmcoreinfo import read_vmcoreinfo
 
 #: Taint flag letters by bit (Documentation/admin-guide/tainted-kernels.rst),
 #: used when the kernel's own taint_flags table has no DWARF.
@@ -76,7 +76,7 @@ def crash_context(
     """Gather the crash context; ``log`` is the already-read kernel log."""
     ctx = CrashContext(live=is_live(prog))
     dwarf = symbol_source(prog) is SymbolSource.DWARF
-    info = read_vmcoreinfo(prog)
+    info = kho_target(prog).vmcoreinfo
     if info is not None:
         ctx.build_id = info.build_id
     try:

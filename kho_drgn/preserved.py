@@ -37,6 +37,8 @@ from kho_drgn.state import Handover, KhoState, KhoStatus
 from kho_drgn.target import (
     TARGET_ERRORS,
     SymbolSource,
+    kho_target,
+    read_phys,
     symbol_address,
     symbol_source,
     target_byteorder,
@@ -138,9 +140,7 @@ def page_layout(prog: Program) -> PageLayout | None:
             )
         except TARGET_ERRORS:
             pass
-    from kho_drgn.vmcoreinfo import read_vmcoreinfo
-
-    vmcoreinfo = read_vmcoreinfo(prog)
+    vmcoreinfo = kho_target(prog).vmcoreinfo
     if vmcoreinfo is None:
         return None
     vmemmap = vmcoreinfo.number("SYMBOL(vmemmap)")
@@ -219,7 +219,7 @@ def read_memory_map(
         max_pfn = _read_word_symbol(prog, "max_pfn")
         limits = MapLimits() if not max_pfn else MapLimits(max_phys=max_pfn * PAGE_SIZE)
     return summarize_memory_map(
-        lambda address, size: bytes(prog.read(address, size, True)),
+        lambda address, size: read_phys(prog, address, size),
         fdt.memory_map_phys,
         target_byteorder(prog),
         map_format="chunks" if map_format == "chunks" else "radix",

@@ -13,8 +13,14 @@ from dataclasses import dataclass
 from drgn import FaultError, PlatformFlags, Program
 
 from kho_drgn.log import KernelLog, LogRecord
-from kho_drgn.target import TARGET_ERRORS, SymbolSource, symbol_source, target_byteorder
-from kho_drgn.vmcoreinfo import VmcoreInfo, read_vmcoreinfo
+from kho_drgn.target import (
+    TARGET_ERRORS,
+    SymbolSource,
+    kho_target,
+    symbol_source,
+    target_byteorder,
+)
+from kho_drgn.vmcoreinfo import VmcoreInfo
 
 # enum desc_state in kernel/printk/printk_ringbuffer.h
 _DESC_COMMITTED = 1
@@ -51,7 +57,7 @@ def kernel_log(prog: Program) -> KernelLog:
             )
         except TARGET_ERRORS:
             pass  # fall through to the VMCOREINFO reader
-    info = read_vmcoreinfo(prog)
+    info = kho_target(prog).vmcoreinfo
     if info is None:
         raise LogUnavailable("no debug info for printk and no VMCOREINFO")
     try:

@@ -46,6 +46,7 @@ from kho_drgn.target import (
     read_phys,
     read_scratch,
     running_release,
+    symbol_address,
     symbol_source,
     target_byteorder,
     virt_to_phys_or_none,
@@ -401,8 +402,4 @@ def _read_handed_over_scratch(prog: Program, state: KhoState) -> None:
 
 
 def _has_any_symbols(prog: Program) -> bool:
-    try:
-        prog.symbol("_stext")
-        return True
-    except LookupError:
-        return False
+    return symbol_address(prog, "_stext") is not None

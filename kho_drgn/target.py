@@ -13,14 +13,13 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from drgn import (
-    BadDataError,
     FaultError,
-    MissingDebugInfoError,
     Object,
     ObjectNotFoundError,
     PlatformFlags,
     Program,
     ProgramFlags,
+    SymbolIndex,
     offsetof,
     sizeof,
 )
@@ -34,23 +33,46 @@ from kho_drgn.abi import (
     MetadataLayout,
     kho_layout_for_release,
 )
+from kho_drgn.errors import TARGET_ERRORS
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
 from kho_drgn.findings import Finding, error, warning
 from kho_drgn.metadata import decode_c_string
+from kho_drgn.vmcoreinfo import VmcoreInfo, read_vmcoreinfo
+
+__all__ = (
+    "KHO_FUNCTIONS",
+    "MAX_SCRATCH_AREAS",
+    "TARGET_ERRORS",
+    "ByteOrder",
+    "KhoIn",
+    "KhoReadError",
+    "KhoTarget",
+    "Scratch",
+    "ScratchArea",
+    "SymbolSource",
+    "decode_scratch_array",
+    "has_kho",
+    "has_kho_functions",
+    "is_live",
+    "kexec_metadata_layout",
+    "kho_enabled",
+    "kho_layout",
+    "kho_out_fdt_address",
+    "kho_target",
+    "read_fdt",
+    "read_kho_in",
+    "read_phys",
+    "read_scratch",
+    "running_release",
+    "symbol_address",
+    "symbol_source",
+    "target_byteorder",
+    "virt_to_phys_or_none",
+)
 
 ByteOrder = Literal["little", "big"]
 
-#: Errors drgn raises when target memory or symbols are not there.
-TARGET_ERRORS = (
-    BadDataError,
-    FaultError,
-    MissingDebugInfoError,
-    LookupError,
-    ValueError,
-    OverflowError,
-)
-
-_CACHE_KEY = "kho_drgn.symbols"
+_TARGET_KEY = "kho_drgn.target"
 
 
 class KhoReadError(Exception):
@@ -67,16 +89,81 @@ class SymbolSource(str, enum.Enum):
         return self.value
 
 
+@dataclass
+class KhoTarget:
+    """What kho-drgn needs to know about one Program, worked out once.
+
+    Kept in ``prog.cache`` (see :func:`kho_target`), so every reader shares the
+    byte order, the symbol source and VMCOREINFO instead of asking drgn again.
+    The kallsyms index is kho-drgn's own: it is never registered on the
+    Program, so the caller's symbol lookups are the same before and after.
+    """
+
+    byteorder: ByteOrder
+    live: bool
+    symbols: SymbolSource
+    vmcoreinfo: VmcoreInfo | None
+    #: drgn's index of the kallsyms tables VMCOREINFO names (no-DWARF only),
+    #: loaded on first use; None until then or when it cannot be built.
+    kallsyms: SymbolIndex | None = None
+    #: Why the kallsyms index could not be built, once that was tried.
+    kallsyms_error: str | None = None
+    _kallsyms_tried: bool = False
+
+    def kallsyms_index(self, prog: Program) -> SymbolIndex | None:
+        """The private kallsyms index of ``prog``, built on first use."""
+        if not self._kallsyms_tried:
+            self._kallsyms_tried = True
+            if "kallsyms" not in prog.enabled_symbol_finders():
+                # The caller's own kallsyms finder, when enabled, already
+                # answers prog.symbol(); do not load a second index.
+                self.kallsyms, self.kallsyms_error = _load_kallsyms(prog)
+        return self.kallsyms
+
+
+def kho_target(prog: Program) -> KhoTarget:
+    """The target context of ``prog``, made on first use and cached."""
+    target: KhoTarget | None = prog.cache.get(_TARGET_KEY)
+    if target is None:
+        platform = prog.platform
+        little = platform is None or bool(
+            platform.flags & PlatformFlags.IS_LITTLE_ENDIAN
+        )
+        target = KhoTarget(
+            byteorder="little" if little else "big",
+            live=bool(prog.flags & ProgramFlags.IS_LIVE),
+            symbols=_detect_symbol_source(prog),
+            vmcoreinfo=read_vmcoreinfo(prog),
+        )
+        prog.cache[_TARGET_KEY] = target
+    return target
+
+
+def _detect_symbol_source(prog: Program) -> SymbolSource:
+    try:
+        prog.type("struct kho_in")
+        return SymbolSource.DWARF
+    except TARGET_ERRORS:
+        return SymbolSource.KALLSYMS
+
+
+def _load_kallsyms(prog: Program) -> tuple[SymbolIndex | None, str | None]:
+    """drgn's kallsyms index from the tables VMCOREINFO names, or why not."""
+    try:
+        from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
+
+        return load_vmlinux_kallsyms(prog), None
+    except TARGET_ERRORS as e:
+        return None, str(e) or type(e).__name__
+
+
 def target_byteorder(prog: Program) -> ByteOrder:
     """The target CPU's byte order (KHO writes u64 properties in it)."""
-    platform = prog.platform
-    if platform is None or platform.flags & PlatformFlags.IS_LITTLE_ENDIAN:
-        return "little"
-    return "big"
+    return kho_target(prog).byteorder
 
 
 def is_live(prog: Program) -> bool:
-    return bool(prog.flags & ProgramFlags.IS_LIVE)
+    return kho_target(prog).live
 
 
 def read_phys(prog: Program, address: int, size: int) -> bytes:
@@ -84,7 +171,7 @@ def read_phys(prog: Program, address: int, size: int) -> bytes:
 
     Physical reads work in dumps and in QEMU guests; a local live kernel
     (/proc/kcore) may only offer virtual addresses, so retry through
-    ``phys_to_virt`` there.
+    ``phys_to_virt`` there.  Every physical reader goes through here.
 
     :raises FaultError: if the memory is not in the target (e.g. filtered out
         of a kdump).
@@ -100,43 +187,28 @@ def read_phys(prog: Program, address: int, size: int) -> bytes:
 
 
 def symbol_source(prog: Program) -> SymbolSource:
-    """Decide (once per program) whether the KHO types are in the debug info.
-
-    Without them, register drgn's kallsyms symbol finder (built from the
-    tables VMCOREINFO names) so the KHO variables can still be found.
-    """
-    cached = prog.cache.get(_CACHE_KEY)
-    if cached is not None:
-        return SymbolSource(cached)
-    try:
-        prog.type("struct kho_in")
-        source = SymbolSource.DWARF
-    except TARGET_ERRORS:
-        source = SymbolSource.KALLSYMS
-        _register_kallsyms(prog)
-    prog.cache[_CACHE_KEY] = source.value
-    return source
-
-
-def _register_kallsyms(prog: Program) -> None:
-    if "kallsyms" in prog.registered_symbol_finders():
-        return
-    try:
-        from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
-
-        index = load_vmlinux_kallsyms(prog)
-    except TARGET_ERRORS:
-        # No kallsyms in VMCOREINFO: only the ELF symbols (if any) remain.
-        return
-    prog.register_symbol_finder("kallsyms", index, enable_index=0)
+    """Whether the KHO types are in the debug info (decided once per Program)."""
+    return kho_target(prog).symbols
 
 
 def symbol_address(prog: Program, name: str) -> int | None:
-    """Address of a kernel symbol from DWARF, ELF or kallsyms; None if absent."""
+    """Address of a kernel symbol; None if absent.
+
+    Asks the Program's own symbol finders (DWARF/ELF, or kallsyms if the
+    caller registered it), then, without the KHO types, kho-drgn's private
+    kallsyms index, then drgn's objects.
+    """
     try:
         return int(prog.symbol(name).address)
     except TARGET_ERRORS:
         pass
+    target = kho_target(prog)
+    if target.symbols is SymbolSource.KALLSYMS:
+        index = target.kallsyms_index(prog)
+        if index is not None:
+            found = index(prog, name, None, True)
+            if found:
+                return int(found[0].address)
     try:
         address = prog[name].address_
         return None if address is None else int(address)
@@ -325,9 +397,7 @@ def kho_out_fdt_address(prog: Program) -> int | None:
 
 def _page_to_virt_vmcoreinfo(prog: Program, page: int) -> int | None:
     """``page_to_virt`` from VMCOREINFO's vmemmap base and SIZE(page)."""
-    from kho_drgn.vmcoreinfo import read_vmcoreinfo
-
-    info = read_vmcoreinfo(prog)
+    info = kho_target(prog).vmcoreinfo
     vmemmap = info.number("SYMBOL(vmemmap)") if info else None
     page_size = info.number("SIZE(page)") if info else None
     if vmemmap is None or not page_size or page < vmemmap:

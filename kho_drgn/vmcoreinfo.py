@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from drgn import Program
 
-from kho_drgn.target import TARGET_ERRORS
+from kho_drgn.errors import TARGET_ERRORS
 
 
 @dataclass
