@@ -16,7 +16,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import IO, TYPE_CHECKING, NoReturn
+from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from drgn import Program, ProgramFlags
 
@@ -44,49 +44,69 @@ class _Parser(argparse.ArgumentParser):
         )
 
 
+#: The options of the script and of the ``kho`` command, declared once:
+#: ``(flags, add_argument keyword arguments)``.
+OPTIONS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (
+        ("view",),
+        {
+            "nargs": "?",
+            "choices": VIEWS,
+            "default": "chain",
+            "help": "chain (default): everything, summarised; subtrees: every "
+            "subtree decoded in full; memmap: the preserved-memory maps per order",
+        },
+    ),
+    (("--json",), {"action": "store_true", "help": "print the JSON report"}),
+    (
+        ("--ranges",),
+        {
+            "action": "store_true",
+            "help": "list every preserved physical range (text and JSON)",
+        },
+    ),
+    (
+        ("--scan-pages",),
+        {
+            "action": "store_true",
+            "help": "check the incoming map against KHO_PAGE_MAGIC in the struct "
+            "pages (reads 64 bytes per page of RAM; implied by the memmap view)",
+        },
+    ),
+    (
+        ("--no-memmap",),
+        {
+            "action": "store_true",
+            "help": "do not walk the preserved-memory maps or scan struct pages",
+        },
+    ),
+    (
+        ("--no-crash",),
+        {
+            "action": "store_true",
+            "help": "skip the crash context (panic, task, stack, log lines)",
+        },
+    ),
+    (
+        ("--strict",),
+        {
+            "action": "store_true",
+            "help": "fail (exit 1) when any finding has error severity",
+        },
+    ),
+)
+
+DESCRIPTION = (
+    "Show which kernel this one was kexec'd from (KHO kexec-metadata), "
+    "what the next kernel will be told, and the crash context."
+)
+
+
 def build_parser(prog_name: str) -> argparse.ArgumentParser:
-    parser = _Parser(
-        prog=prog_name,
-        description=(
-            "Show which kernel this one was kexec'd from (KHO kexec-metadata), "
-            "what the next kernel will be told, and the crash context."
-        ),
-    )
-    parser.add_argument(
-        "view",
-        nargs="?",
-        choices=VIEWS,
-        default="chain",
-        help="chain (default): everything, summarised; subtrees: every "
-        "subtree decoded in full; memmap: the preserved-memory maps per order",
-    )
-    parser.add_argument("--json", action="store_true", help="print the JSON report")
-    parser.add_argument(
-        "--ranges",
-        action="store_true",
-        help="list every preserved physical range (text and JSON)",
-    )
-    parser.add_argument(
-        "--scan-pages",
-        action="store_true",
-        help="check the incoming map against KHO_PAGE_MAGIC in the struct pages "
-        "(reads 64 bytes per page of RAM; implied by the memmap view)",
-    )
-    parser.add_argument(
-        "--no-memmap",
-        action="store_true",
-        help="do not walk the preserved-memory maps or scan struct pages",
-    )
-    parser.add_argument(
-        "--no-crash",
-        action="store_true",
-        help="skip the crash context (panic, task, stack, log lines)",
-    )
-    parser.add_argument(
-        "--strict",
-        action="store_true",
-        help="exit 1 when any finding has error severity",
-    )
+    """The script's parser: :data:`OPTIONS` plus ``--debug``."""
+    parser = _Parser(prog=prog_name, description=DESCRIPTION)
+    for flags, kwargs in OPTIONS:
+        parser.add_argument(*flags, **kwargs)
     parser.add_argument(
         "--debug",
         action="store_true",

@@ -6,6 +6,7 @@ After ``pip install``, in a drgn session on a kernel::
     >>> %kho --json       # the JSON report (schema kho-drgn/report/1)
     >>> %kho subtrees     # every subtree decoded in full
     >>> %kho memmap --ranges   # preserved memory per order, and its ranges
+    >>> %crash kho        # the same, among crash's commands (bt, log, sys)
 
 Importing this module only registers the command; the library loads on first
 use, so drgn sessions that never call it pay nothing.
@@ -19,66 +20,33 @@ from typing import Any
 
 from drgn import Program
 from drgn.commands import CommandError, argument
+from drgn.commands._crash.common import crash_command
 from drgn.commands.linux import linux_kernel_command
 
-from kho_drgn.cli import VIEWS
+from kho_drgn.cli import DESCRIPTION, OPTIONS
 
+_LONG_DESCRIPTION = f"""
+    {DESCRIPTION} Decode Kexec HandOver (KHO) state from the target: the
+    incoming handover (what the previous kernel handed this one, kho_in) and
+    the outgoing one (what the next kernel will be told, kho_out), their
+    subtrees and the kexec-metadata blobs, and print the kexec chain on one
+    line, followed by tables and the crash context. Works without vmlinux
+    debug info through kallsyms and VMCOREINFO.
+    """
 
-@linux_kernel_command(  # type: ignore[untyped-decorator]  # drgn types it loosely
-    description="show the KHO kexec chain: which kernel this one came from",
-    long_description="""
-    Decode Kexec HandOver (KHO) state from the target: the incoming handover
-    (what the previous kernel handed this one, kho_in) and the outgoing one
-    (what the next kernel will be told, kho_out), their subtrees and the
-    kexec-metadata blobs, and print the kexec chain on one line, followed by
-    tables and the crash context. Works without vmlinux debug info through
-    kallsyms and VMCOREINFO.
-    """,
-    arguments=(
-        argument("-h", "--help", action="store_true", help="show this help"),
-        argument(
-            "view",
-            nargs="?",
-            choices=VIEWS,
-            default="chain",
-            help="chain (default): everything, summarised; subtrees: every "
-            "subtree decoded in full; memmap: the preserved-memory maps",
-        ),
-        argument("--json", action="store_true", help="print the JSON report"),
-        argument(
-            "--ranges",
-            action="store_true",
-            help="list every preserved physical range",
-        ),
-        argument(
-            "--scan-pages",
-            action="store_true",
-            help="check the incoming map against KHO_PAGE_MAGIC in struct pages "
-            "(implied by the memmap view)",
-        ),
-        argument(
-            "--no-memmap",
-            action="store_true",
-            help="do not walk the preserved-memory maps or scan struct pages",
-        ),
-        argument(
-            "--no-crash",
-            action="store_true",
-            help="skip the crash context (panic, task, stack, log lines)",
-        ),
-        argument(
-            "--strict",
-            action="store_true",
-            help="fail when any finding has error severity",
-        ),
-    ),
+#: The script's options (kho_drgn.cli.OPTIONS), and -h: drgn 0.3.0 has no
+#: help command, so argparse's own help text serves.
+_ARGUMENTS = (
+    argument("-h", "--help", action="store_true", help="show this help"),
+    *(argument(*flags, **kwargs) for flags, kwargs in OPTIONS),
 )
-def _cmd_kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
+
+
+def _kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
     from kho_drgn.cli import TargetUnreadable, build_report, format_report, has_errors
 
     parser = kwargs.get("parser")
     if args.help and parser is not None:
-        # drgn 0.3.0 has no help command; argparse's own help text serves.
         parser.print_help()
         return
 
@@ -94,3 +62,19 @@ def _cmd_kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) 
     sys.stdout.write(format_report(report, args.json, args.view, args.ranges))
     if args.strict and has_errors(report):
         raise CommandError(f"{name}: error-severity findings (see above)")
+
+
+_cmd_kho = linux_kernel_command(
+    name="kho",
+    description="show the KHO kexec chain: which kernel this one came from",
+    long_description=_LONG_DESCRIPTION,
+    arguments=_ARGUMENTS,
+)(_kho)
+
+# The same command beside crash's own (``%crash kho``, next to bt, log, sys).
+_crash_cmd_kho = crash_command(
+    name="kho",
+    description="show the KHO kexec chain: which kernel this one came from",
+    long_description=_LONG_DESCRIPTION,
+    arguments=_ARGUMENTS,
+)(_kho)

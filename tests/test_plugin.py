@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import importlib.metadata
 import json
+import re
 import subprocess
 import sys
 
+import drgn
 import pytest
 from fixturedata import fixture_files, load_truth
 
@@ -86,6 +88,11 @@ def test_kho_command_in_interactive_repl() -> None:
         child.sendline("%kho --bogus")
         child.expect("drgn: kho: error: unrecognized arguments: --bogus")
         child.expect(">>> ")
+        child.sendline("prog.config['crash_scroll'] = False")  # no pager here
+        child.expect(">>> ")
+        child.sendline("%crash kho --no-crash --no-memmap")
+        child.expect(r"kexec chain: cold boot -> \(1 kexec\) -> 7\.2\.13-kho-a")
+        child.expect(">>> ")
         child.sendline("exit()")
         child.expect(pexpect.EOF)
     finally:
@@ -115,3 +122,47 @@ def test_kho_command_views() -> None:
     assert subtrees.startswith("kexec chain: cold boot -> (1 kexec)")
     assert "Subtrees" in subtrees and "Crash context" not in subtrees
     assert "ERR kho: error: argument view: invalid choice: 'bogus'" in subtrees
+
+
+def test_kho_in_the_crash_namespace() -> None:
+    """``%crash kho`` runs the same command beside crash's bt, log, sys."""
+    vmcore, _ = fixture_files(load_truth("chain-aab"))
+    code = (
+        "from drgn.commands import run_command\n"
+        "run_command(prog, 'crash kho --json --no-memmap')\n"
+    )
+    proc = drgn_exec(code, "-c", str(vmcore), "--no-default-symbols")
+    assert proc.returncode == 0, proc.stderr
+    report = json.loads(proc.stdout)
+    assert report["chain"]["previous_release"] == "7.2.13-kho-a"
+    assert report["target"]["symbols"] == "kallsyms"
+
+
+def test_script_and_command_share_their_options() -> None:
+    """One argument spec: the command takes what the script takes, same help."""
+    import contextlib
+    import io
+
+    from drgn.commands import run_command
+
+    import kho_drgn.command  # noqa: F401  (registers the command)
+    from kho_drgn.cli import build_parser
+
+    def option_help(text: str) -> str:
+        # The argument sections, less -h and the script's own --debug.
+        body = text.split("positional arguments:", 1)[1]
+        return re.sub(
+            r"\n  (-h, --help|--debug) .*?(?=\n  \S|\Z)", "", body, flags=re.S
+        ).strip()
+
+    vmcore, _ = fixture_files(load_truth("chain-aab"))
+    prog = drgn.Program()
+    prog.set_core_dump(str(vmcore))
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        run_command(prog, "kho --help")
+    script = build_parser("kho").format_help()
+    assert option_help(out.getvalue()) == option_help(script)
+    for option in ("--json", "--ranges", "--scan-pages", "--no-memmap", "--strict"):
+        assert option in option_help(script)
+    assert "--debug" not in option_help(script)
