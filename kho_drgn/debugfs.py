@@ -25,10 +25,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from kho_drgn.abi import FDT_HEADER_SIZE, KEXEC_METADATA_NODE
+from kho_drgn.abi import FDT_HEADER_SIZE, FDT_MAGIC, KEXEC_METADATA_NODE
+from kho_drgn.chain import KexecChain, build_chain, format_chain
 from kho_drgn.fdt import FdtError, KhoFdt, decode_kho_fdt, fdt_header_totalsize
 from kho_drgn.findings import Finding, error, info, most_severe_first, warning
-from kho_drgn.subtrees import SubtreeView, decode_subtree
+from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
+from kho_drgn.state import Handover, KhoState, KhoStatus
+from kho_drgn.subtrees import SubtreeView, decode_subtree, metadata_view
 from kho_drgn.target import ScratchArea
 
 ByteOrder = Literal["little", "big"]
@@ -57,6 +60,8 @@ class DebugfsHandover:
     fdt_file_size: int | None = None
     fdt_totalsize: int | None = None
     subtrees: list[SubtreeView] = field(default_factory=list)
+    #: The ``kexec-metadata`` blob, decoded once (its view is in ``subtrees``).
+    kexec_metadata: KexecMetadata | None = None
     findings: list[Finding] = field(default_factory=list)
 
     def subtree(self, name: str) -> SubtreeView | None:
@@ -79,6 +84,10 @@ class DebugfsState:
     scratch: list[ScratchArea] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
+    #: The kexec chain, worked out and cross-checked by :mod:`kho_drgn.chain`
+    #: as for a dump (see :func:`debugfs_chain`).
+    chain: KexecChain | None = None
+
     def all_findings(self) -> list[Finding]:
         found = list(self.findings)
         for handover in (self.incoming, self.outgoing):
@@ -86,6 +95,8 @@ class DebugfsState:
                 found += handover.findings
                 for view in handover.subtrees:
                     found += view.findings
+        if self.chain is not None:
+            found += self.chain.findings
         return most_severe_first(found)
 
 
@@ -201,7 +212,13 @@ def _handover(
                 )
             )
             continue
-        view = decode_subtree(name, data, byteorder, where=direction)
+        if name == KEXEC_METADATA_NODE and data[:4] != FDT_MAGIC.to_bytes(4, "big"):
+            handover.kexec_metadata = decode_kexec_metadata(
+                data, byteorder, blob_size=len(data), where=direction
+            )
+            view = metadata_view(handover.kexec_metadata, len(data), name)
+        else:
+            view = decode_subtree(name, data, byteorder, where=direction)
         handover.subtrees.append(view)
         _check_size(handover, name, len(data))
     return handover
@@ -290,32 +307,49 @@ def _scratch(tree: Mapping[str, bytes]) -> tuple[list[ScratchArea], list[Finding
     return [ScratchArea(a, s) for a, s in zip(starts, sizes, strict=True)], []
 
 
-def debugfs_chain_line(state: DebugfsState, release: str | None) -> str:
-    """The kexec chain as debugfs tells it (same wording as a dump's)."""
-    incoming = state.incoming.metadata if state.incoming else None
-    outgoing = state.outgoing.metadata if state.outgoing else None
-    current = release or (outgoing or {}).get("previous_release") or "(unknown)"
-    if state.incoming is None and state.outgoing is None:
-        return f"{current} [running; KHO disabled or no debugfs data, chain unknown]"
-    nxt = (
-        f" -> next: {outgoing['previous_release']}, count {outgoing['kexec_count']}"
-        if outgoing and outgoing.get("valid")
-        else " -> next: (no valid outgoing metadata)"
-    )
-    if incoming is None or not incoming.get("valid"):
-        if state.incoming is None:
-            return f"cold boot -> {current} [running, cold boot]{nxt}"
-        return f"? -> {current} [running, kexec #?]{nxt}"
-    count = incoming["kexec_count"]
-    previous = incoming["previous_release"]
-    if count == 1:
-        before = f"cold boot -> {previous}"
-    elif count > 1:
-        kexecs = "1 kexec" if count == 2 else f"{count - 1} kexecs"
-        before = f"cold boot -> ({kexecs}) -> {previous}"
+def debugfs_kho_state(state: DebugfsState, release: str | None) -> KhoState:
+    """The debugfs tree as the handover model a dump gives (no kho_in, no
+    addresses), so the chain and its checks are the dump's own."""
+    outgoing_md = state.outgoing.kexec_metadata if state.outgoing else None
+    if release is None and outgoing_md is not None and outgoing_md.valid:
+        release = outgoing_md.previous_release  # what this kernel tells the next
+    if state.incoming is not None:
+        status = KhoStatus.KEXEC
+    elif state.outgoing is not None:
+        status = KhoStatus.COLD_BOOT
     else:
-        before = f"? -> {previous}"
-    return f"{before} -> {current} [running, kexec #{count}]{nxt}"
+        status = KhoStatus.DISABLED
+
+    def handover(h: DebugfsHandover | None) -> Handover | None:
+        if h is None:
+            return None
+        views = [v for v in h.subtrees if v.kind != "kexec-metadata"]
+        return Handover(
+            h.direction, None, fdt=h.fdt, metadata=h.kexec_metadata, views=views
+        )
+
+    return KhoState(
+        symbols=None,
+        release=release,
+        status=status,
+        incoming=handover(state.incoming),
+        outgoing=handover(state.outgoing),
+    )
+
+
+def debugfs_chain(state: DebugfsState, release: str | None) -> KexecChain:
+    """The kexec chain of a debugfs tree, with the dump's cross-checks.
+
+    Also kept in ``state.chain``, so its findings join the tree's.
+    """
+    state.chain = build_chain(debugfs_kho_state(state, release))
+    return state.chain
+
+
+def debugfs_chain_line(state: DebugfsState, release: str | None) -> str:
+    """The kexec chain on one line, worded as for a dump (a running kernel)."""
+    chain = state.chain if state.chain is not None else debugfs_chain(state, release)
+    return format_chain(chain, live=True)
 
 
 def debugfs_to_dict(state: DebugfsState, release: str | None) -> dict[str, Any]:
@@ -340,11 +374,14 @@ def debugfs_to_dict(state: DebugfsState, release: str | None) -> dict[str, Any]:
             "subtrees": [view.to_dict() for view in h.subtrees],
         }
 
+    from kho_drgn.report import chain_to_dict
+
+    chain = state.chain if state.chain is not None else debugfs_chain(state, release)
     return {
         "schema": "kho-drgn/debugfs/1",
         "root": state.root,
         "release": release,
-        "chain": {"line": debugfs_chain_line(state, release)},
+        "chain": chain_to_dict(chain, format_chain(chain, live=True)),
         "incoming": handover(state.incoming),
         "outgoing": handover(state.outgoing),
         "scratch": [{"addr": a.addr, "size": a.size} for a in state.scratch],

@@ -17,6 +17,7 @@ from kho_drgn.cli import EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE
 from kho_drgn.debugfs import (
     DEFAULT_ROOT,
     DebugfsUnavailable,
+    debugfs_chain,
     debugfs_to_dict,
     decode_debugfs,
     host_byteorder,
@@ -68,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
     release = args.release
     if release is None and args.root == DEFAULT_ROOT:
         release = os.uname().release
+    debugfs_chain(state, release)  # the chain and its cross-checks, once
     if args.json:
         sys.stdout.write(json.dumps(debugfs_to_dict(state, release), indent=2) + "\n")
     else:

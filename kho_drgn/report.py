@@ -20,7 +20,7 @@ from kho_drgn.metadata import KexecMetadata
 from kho_drgn.preserved import PreservedMemory, preserved_memory
 from kho_drgn.printk import LogUnavailable, kernel_log
 from kho_drgn.state import Handover, KhoState, kho_state
-from kho_drgn.target import Scratch, SymbolSource
+from kho_drgn.target import Scratch, SymbolSource, symbol_source
 
 SCHEMA = "kho-drgn/report/1"
 
@@ -111,7 +111,7 @@ def kho_report(
             )
         )
     return KhoReport(
-        target=target_info(prog, state.symbols),
+        target=target_info(prog, symbol_source(prog)),
         state=state,
         chain=chain,
         crash=crash,

@@ -102,7 +102,9 @@ class Handover:
 class KhoState:
     """Everything kho-drgn read about KHO in one target."""
 
-    symbols: SymbolSource
+    #: How the KHO variables were found; None when not read through symbols
+    #: (kho-debugfs).
+    symbols: SymbolSource | None
     release: str | None
     status: KhoStatus
     enabled: bool | None = None

@@ -34,7 +34,7 @@ from typing import Any, Literal
 from kho_drgn.abi import FDT_MAGIC, KEXEC_METADATA_NODE, MetadataLayout
 from kho_drgn.fdt import FdtError, FdtNode, for_each_fdt_node, parse_fdt
 from kho_drgn.findings import Finding, error, info, warning
-from kho_drgn.metadata import decode_c_string, decode_kexec_metadata
+from kho_drgn.metadata import KexecMetadata, decode_c_string, decode_kexec_metadata
 
 ByteOrder = Literal["little", "big"]
 #: ``read_phys(address, size)``: ``size`` bytes of target physical memory.
@@ -154,11 +154,18 @@ def decode_metadata_blob(
     md = decode_kexec_metadata(
         blob, byteorder, blob_size=len(blob), where=where, **kwargs
     )
+    return metadata_view(md, len(blob), name)
+
+
+def metadata_view(
+    md: KexecMetadata, size: int, name: str = KEXEC_METADATA_NODE
+) -> SubtreeView:
+    """An already-decoded kexec-metadata blob as a view."""
     return SubtreeView(
         name,
         "kexec-metadata",
         None,
-        len(blob),
+        size,
         fields={
             "version": md.version,
             "previous_release": md.previous_release,

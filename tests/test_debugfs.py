@@ -14,6 +14,7 @@ from fixturedata import DUMPS, Truth, load_truth
 
 from kho_drgn.debugfs import (
     DebugfsUnavailable,
+    debugfs_chain,
     debugfs_chain_line,
     debugfs_to_dict,
     decode_debugfs,
@@ -116,6 +117,49 @@ def test_chain_line_matches_the_dump(snapshot: tuple[Truth, Path]) -> None:
 
 
 @pytest.mark.fixtures
+def test_debugfs_chain_is_the_dumps_chain(snapshot: tuple[Truth, Path]) -> None:
+    """One chain model: debugfs gives the dump's chain, source and checks."""
+    truth, root = snapshot
+    state = decode_debugfs(truth.debugfs, "little", str(root))
+    chain = debugfs_chain(state, truth.release)
+    data = debugfs_to_dict(state, truth.release)
+    assert data["chain"]["line"] == debugfs_chain_line(state, truth.release)
+    assert data["chain"]["kexec_count"] == chain.kexec_count
+    if truth.name == "chain-aab":
+        assert (chain.previous_release, chain.kexec_count) == ("7.2.13-kho-a", 2)
+        assert chain.source == "incoming kexec-metadata blob"
+        assert data["chain"]["next"] == {"release": "7.2.13-kho-b", "kexec_count": 3}
+    # Consistent handover data: no cross-check fails.
+    assert not [f for f in chain.findings if f.code.startswith("check.")]
+
+
+def test_debugfs_cross_checks_are_the_dumps() -> None:
+    """An outgoing count that is not incoming + 1 fails the dump's own check."""
+    from kho_drgn.abi import KEXEC_METADATA_V1
+
+    def blob(release: str, count: int) -> bytes:
+        raw = bytearray(KEXEC_METADATA_V1.size)
+        raw[0:4] = (1).to_bytes(4, "little")
+        name = release.encode()
+        offset = KEXEC_METADATA_V1.release_offset
+        raw[offset : offset + len(name)] = name
+        count_at = KEXEC_METADATA_V1.count_offset
+        raw[count_at : count_at + 4] = count.to_bytes(4, "little")
+        return bytes(raw)
+
+    state = decode_debugfs(
+        {
+            "in/sub_fdts/kexec-metadata": blob("a", 2),
+            "out/sub_fdts/kexec-metadata": blob("b", 7),
+        }
+    )
+    chain = debugfs_chain(state, "b")
+    assert (chain.previous_release, chain.kexec_count) == ("a", 2)
+    assert "check.outgoing-count" in {f.code for f in state.all_findings()}
+    assert "cross-check" in debugfs_chain_line(state, "b")
+
+
+@pytest.mark.fixtures
 def test_cli_text_and_json(snapshot: tuple[Truth, Path]) -> None:
     truth, root = snapshot
     text = kho_debugfs("--root", str(root), "--release", truth.release)
@@ -164,7 +208,10 @@ def test_damaged_files_are_findings_not_crashes() -> None:
     assert "debugfs.no-out-fdt" in codes
     assert state.incoming is not None
     assert {v.name for v in state.incoming.subtrees} == {"kexec-metadata", "memblock"}
-    assert debugfs_chain_line(state, "x").startswith("? -> x")
+    # Worded as for a dump: the incoming metadata is unreadable.
+    assert debugfs_chain_line(state, "x").startswith(
+        "? -> (unknown previous kernel) -> x [running, kexec #?]"
+    )
     json.dumps(debugfs_to_dict(state, None))  # JSON-ready
 
 
