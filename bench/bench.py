@@ -195,6 +195,13 @@ def main() -> int:
             )
             ratio = None if label.startswith("bare") else wall / measured[base][0]
             results.append(Result(f"{name}: {label}", wall, rss, base, ratio))
+        # Without debuginfo kho-drgn must still beat drgn loading DWARF.
+        label = "kho_chain.py --json, no debuginfo"
+        wall, rss = measured[label]
+        base = "bare drgn -e pass"
+        results.append(
+            Result(f"{name}: {label}", wall, rss, base, wall / measured[base][0])
+        )
 
     results += batch_throughput(fx, drgn, args.batch_copies, args.repeat)
 
