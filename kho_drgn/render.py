@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from drgn.helpers.common.format import number_in_binary_units
 from tabulate import tabulate
 
 from kho_drgn.abi import KEXEC_METADATA_NODE
@@ -220,11 +221,8 @@ MAX_TAGGED_ROWS = 64
 
 
 def _size(value: int) -> str:
-    """Bytes in the largest binary unit that keeps it readable."""
-    for unit, shift in (("GiB", 30), ("MiB", 20), ("KiB", 10)):
-        if value >= 1 << shift:
-            return f"{value / (1 << shift):.1f} {unit}".replace(".0 ", " ")
-    return f"{value} B"
+    """Bytes in binary units as drgn prints them (``4K``, ``9.5M``)."""
+    return number_in_binary_units(value) if value >= 1024 else f"{value} B"
 
 
 def _map_row(memory: PreservedMemory) -> tuple[object, ...]:
