@@ -252,3 +252,36 @@ def test_never_raises_on_truncations_and_garbage() -> None:
                 view = decode_subtree(name, blob[:cut], read_phys=pages_reader({}))
                 view.summary()
                 view.to_dict()
+
+
+def test_a_new_format_is_one_module_and_one_registry_line(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The registry is the only place decode_subtree learns formats from."""
+    import kho_drgn.formats as formats
+    from kho_drgn.fdt import FdtNode
+    from kho_drgn.formats.base import DecodeContext, SubtreeFormat
+
+    def decode(
+        name: str, blob: bytes, root: FdtNode | None, ctx: DecodeContext
+    ) -> SubtreeView:
+        assert root is not None
+        return SubtreeView(name, "demo", root.prop_str("compatible"), len(blob))
+
+    demo = SubtreeFormat(
+        kind="demo",
+        decode=decode,
+        summary=lambda view: f"demo blob of {view.size} bytes",
+        node_names=("demo",),
+        compatibles=("demo-v1",),
+    )
+    blob = fdt({"compatible": b"demo-v1\0"}, {})
+    assert decode_subtree("demo", blob).kind == "fdt"  # unknown before
+    monkeypatch.setattr(formats, "FORMATS", (*formats.FORMATS, demo))
+    view = decode_subtree("demo", blob)
+    assert view.kind == "demo" and view.findings == []
+    assert view.summary() == f"demo blob of {len(blob)} bytes"
+    # Under another format's node name, it is reported, and still decoded.
+    mismatched = decode_subtree("memblock", blob)
+    assert mismatched.kind == "demo"
+    assert [f.code for f in mismatched.findings] == ["subtree.name-mismatch"]

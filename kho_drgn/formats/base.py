@@ -1,0 +1,191 @@
+"""What every subtree format shares: the decoded view, the decoder context,
+the format declaration and one bounded reader of target physical pages.
+
+Pure: no drgn.  Pointers inside a blob are followed only through the
+context's ``read_phys(address, size)``, bounded and cycle-checked, so the same
+decoders run on a dump (drgn), on debugfs files (no memory: pointers shown,
+not followed) and on synthetic bytes in tests.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from kho_drgn.abi import MetadataLayout
+from kho_drgn.fdt import FdtNode
+from kho_drgn.findings import Finding, error, warning
+
+__all__ = (
+    "MAX_ENTRIES",
+    "MAX_PAGES",
+    "MAX_PHYS",
+    "PAGE_SIZE",
+    "ByteOrder",
+    "DecodeContext",
+    "PageReader",
+    "ReadPhys",
+    "SubtreeFormat",
+    "SubtreeView",
+    "fdt_u32",
+    "fdt_u64",
+    "hex_or_missing",
+)
+
+ByteOrder = Literal["little", "big"]
+#: ``read_phys(address, size)``: ``size`` bytes of target physical memory.
+ReadPhys = Callable[[int, int], bytes]
+
+PAGE_SIZE = 4096
+#: Entries listed at most per subtree (counts stay whole).
+MAX_ENTRIES = 4096
+#: Pages followed at most per subtree.
+MAX_PAGES = 1024
+#: Physical addresses fit in 52 bits.
+MAX_PHYS = 1 << 52
+
+
+@dataclass
+class SubtreeView:
+    """A subtree blob decoded: what kind it is and what it says."""
+
+    name: str
+    kind: str  # kexec-metadata, memblock, kho-test, luo, fdt, raw
+    compatible: str | None
+    size: int
+    fields: dict[str, Any] = field(default_factory=dict)
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[Finding] = field(default_factory=list)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "compatible": self.compatible,
+            "size": self.size,
+            "fields": self.fields,
+            "entries": self.entries,
+            "findings": [f.to_dict() for f in self.findings],
+        }
+
+    def summary(self) -> str:
+        """One short line for a table cell, in its format's words."""
+        from kho_drgn.formats import format_for_kind
+
+        return format_for_kind(self.kind).summary(self)
+
+
+@dataclass(frozen=True)
+class DecodeContext:
+    """What a decoder may use besides the blob."""
+
+    byteorder: ByteOrder = "little"
+    #: Reads target physical memory; None where there is none (debugfs).
+    read_phys: ReadPhys | None = None
+    #: The exceptions ``read_phys`` raises for memory not in the target.
+    missing: tuple[type[BaseException], ...] = (OSError,)
+    #: "incoming" or "outgoing": where findings are reported.
+    where: str = ""
+    #: ``struct kho_kexec_metadata`` from DWARF, when there is DWARF.
+    metadata_layout: MetadataLayout | None = None
+
+
+#: ``decode(name, blob, root, ctx)``: ``root`` is the parsed FDT of an FDT
+#: blob, None for a blob in another encoding.
+Decoder = Callable[[str, bytes, "FdtNode | None", DecodeContext], SubtreeView]
+
+
+@dataclass(frozen=True)
+class SubtreeFormat:
+    """One client format of KHO subtrees, as its module declares it.
+
+    A blob is matched by its root ``compatible`` (FDT blobs), by its first
+    bytes (``magic``), or, for ``by_node_name`` formats, by the sub-node's
+    name; ``node_names`` are the names the kernel gives such subtrees (a
+    blob of another kind under one of them is reported).
+    """
+
+    kind: str
+    decode: Decoder
+    summary: Callable[[SubtreeView], str]
+    node_names: tuple[str, ...] = ()
+    compatibles: tuple[str, ...] = ()
+    magic: tuple[bytes, ...] = ()
+    #: Recognised by node name alone (a packed struct without a magic).
+    by_node_name: bool = False
+
+
+class PageReader:
+    """Bounded, cycle-checked reads of the target pages a blob points to.
+
+    Every problem is a finding on the view, never an exception: a pointer
+    that is unaligned or out of range (``subtree.bad-pointer``), one seen
+    before in the same list (``subtree.cycle``), memory not in the target
+    (``memory.missing``).
+    """
+
+    def __init__(self, view: SubtreeView, ctx: DecodeContext) -> None:
+        self.view = view
+        self.ctx = ctx
+
+    def page(
+        self, address: int, what: str, seen: set[int], size: int = PAGE_SIZE
+    ) -> bytes | None:
+        """``size`` bytes at physical ``address``, or None with a finding."""
+        view, where = self.view, self.ctx.where
+        if self.ctx.read_phys is None:
+            return None
+        if address % PAGE_SIZE or address + size > MAX_PHYS:
+            view.findings.append(
+                error(
+                    "subtree.bad-pointer",
+                    f"{view.name}: {what} pointer {address:#x} is unaligned or "
+                    "out of range",
+                    where,
+                )
+            )
+            return None
+        if address in seen:
+            view.findings.append(
+                error(
+                    "subtree.cycle", f"{view.name}: {what} at {address:#x} loops", where
+                )
+            )
+            return None
+        seen.add(address)
+        try:
+            data = self.ctx.read_phys(address, size)
+        except self.ctx.missing as e:
+            problem = f"is not in the target ({str(e) or type(e).__name__})"
+        else:
+            if len(data) == size:
+                return bytes(data)
+            problem = "is cut short"
+        view.findings.append(
+            warning(
+                "memory.missing",
+                f"{view.name}: {what} at physical {address:#x} {problem}",
+                where,
+            )
+        )
+        return None
+
+
+def fdt_u64(node: FdtNode, prop: str, byteorder: ByteOrder) -> int | None:
+    """A u64 property in the CPU's byte order (KHO's, not FDT cells)."""
+    value = node.properties.get(prop)
+    return (
+        None if value is None or len(value) != 8 else int.from_bytes(value, byteorder)
+    )
+
+
+def fdt_u32(node: FdtNode, prop: str, byteorder: ByteOrder) -> int | None:
+    value = node.properties.get(prop)
+    return (
+        None if value is None or len(value) != 4 else int.from_bytes(value, byteorder)
+    )
+
+
+def hex_or_missing(value: int | None) -> str:
+    return "missing" if value is None else f"{value:#x}"
