@@ -20,6 +20,8 @@ from typing import IO, TYPE_CHECKING, NoReturn
 
 from drgn import Program, ProgramFlags
 
+from kho_drgn.escape import escape_text
+
 if TYPE_CHECKING:
     from kho_drgn.report import KhoReport
 
@@ -118,7 +120,8 @@ def run(
         if args.debug:
             raise
         print(
-            f"{prog_name}: internal error: {type(e).__name__}: {e} "
+            f"{prog_name}: internal error: {type(e).__name__}: "
+            f"{escape_text(str(e))} "
             "(re-run with --debug for a traceback and report it)",
             file=err,
         )
@@ -187,7 +190,7 @@ def _report(
             scan_pages=args.scan_pages or args.view == "memmap",
         )
     except TargetUnreadable as e:
-        print(f"{prog_name}: error: {e}", file=err)
+        print(f"{prog_name}: error: {escape_text(str(e))}", file=err)
         return EXIT_UNREADABLE
     out.write(format_report(report, args.json, args.view, args.ranges))
     if args.strict and has_errors(report):

@@ -22,6 +22,7 @@ from kho_drgn.debugfs import (
     host_byteorder,
     read_debugfs_files,
 )
+from kho_drgn.escape import escape_text
 from kho_drgn.findings import Severity
 
 
@@ -62,7 +63,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         files = read_debugfs_files(args.root)
     except DebugfsUnavailable as e:
-        print(f"kho-debugfs: error: {e}", file=sys.stderr)
+        print(f"kho-debugfs: error: {escape_text(str(e))}", file=sys.stderr)
         return EXIT_UNREADABLE
     state = decode_debugfs(files, args.byteorder, str(args.root))
     release = args.release
