@@ -118,6 +118,9 @@ def symbol_source(prog: Program) -> SymbolSource:
     return source
 
 
+_KALLSYMS_ERROR_KEY = "kho_drgn.kallsyms_error"
+
+
 def _register_kallsyms(prog: Program) -> None:
     if "kallsyms" in prog.registered_symbol_finders():
         return
@@ -125,10 +128,36 @@ def _register_kallsyms(prog: Program) -> None:
         from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
         index = load_vmlinux_kallsyms(prog)
-    except TARGET_ERRORS:
-        # No kallsyms in VMCOREINFO: only the ELF symbols (if any) remain.
+    except TARGET_ERRORS as e:
+        # No usable kallsyms: only the ELF symbols (if any) remain.  Why is
+        # kept for kallsyms_unavailable_reason.
+        prog.cache[_KALLSYMS_ERROR_KEY] = (
+            "missing" if isinstance(e, FaultError) else str(e) or type(e).__name__
+        )
         return
     prog.register_symbol_finder("kallsyms", index, enable_index=0)
+
+
+def kallsyms_unavailable_reason(prog: Program) -> str:
+    """Why the kallsyms tables gave no symbols, for an error message: not
+    named in VMCOREINFO, named but cut from the dump, or damaged."""
+    from kho_drgn.vmcoreinfo import read_vmcoreinfo
+
+    info = read_vmcoreinfo(prog)
+    named = (
+        [k for k in info.entries if k.startswith("SYMBOL(kallsyms_")] if info else []
+    )
+    if not named:
+        return "no kallsyms in VMCOREINFO"
+    problem = prog.cache.get(_KALLSYMS_ERROR_KEY)
+    if problem == "missing":
+        return (
+            "the kallsyms tables VMCOREINFO names are not in the dump "
+            "(truncated or filtered?)"
+        )
+    if problem is not None:
+        return f"the kallsyms tables VMCOREINFO names are damaged ({problem})"
+    return "the kallsyms tables VMCOREINFO names hold no kernel symbols"
 
 
 def symbol_address(prog: Program, name: str) -> int | None:
