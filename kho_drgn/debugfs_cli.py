@@ -2,7 +2,8 @@
 
 For hosts where drgn cannot read kernel memory; see :mod:`kho_drgn.debugfs`.
 Exit status as ``kho_chain.py``: 0 read, 1 ``--strict`` and an error
-finding, 2 usage, 3 the directory cannot be read.
+finding (an entry that is not a regular file is one), 2 usage (``--root``
+not a directory), 3 the directory cannot be read.
 """
 
 from __future__ import annotations
@@ -13,14 +14,15 @@ import os
 import sys
 from pathlib import Path
 
-from kho_drgn.cli import EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE
+from kho_drgn.cli import EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE
 from kho_drgn.debugfs import (
     DEFAULT_ROOT,
+    DebugfsRootError,
     DebugfsUnavailable,
     debugfs_to_dict,
     decode_debugfs,
     host_byteorder,
-    read_debugfs_files,
+    read_debugfs_tree,
 )
 from kho_drgn.escape import escape_text
 from kho_drgn.findings import Severity
@@ -61,11 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        files = read_debugfs_files(args.root)
+        tree = read_debugfs_tree(args.root)
     except DebugfsUnavailable as e:
         print(f"kho-debugfs: error: {escape_text(str(e))}", file=sys.stderr)
-        return EXIT_UNREADABLE
-    state = decode_debugfs(files, args.byteorder, str(args.root))
+        return EXIT_USAGE if isinstance(e, DebugfsRootError) else EXIT_UNREADABLE
+    state = decode_debugfs(tree.files, args.byteorder, str(args.root), tree.skipped)
     release = args.release
     if release is None and args.root == DEFAULT_ROOT:
         release = os.uname().release
