@@ -22,6 +22,7 @@ from drgn.commands import CommandError, argument
 from drgn.commands.linux import linux_kernel_command
 
 from kho_drgn.cli import VIEWS
+from kho_drgn.escape import escape_text
 
 
 @linux_kernel_command(  # type: ignore[untyped-decorator]  # drgn types it loosely
@@ -74,7 +75,14 @@ from kho_drgn.cli import VIEWS
     ),
 )
 def _cmd_kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
-    from kho_drgn.cli import TargetUnreadable, build_report, format_report, has_errors
+    from kho_drgn.cli import (
+        TargetUnreadable,
+        build_report,
+        debug_requested,
+        format_report,
+        has_errors,
+        internal_error_message,
+    )
 
     parser = kwargs.get("parser")
     if args.help and parser is not None:
@@ -90,7 +98,11 @@ def _cmd_kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) 
             scan_pages=args.scan_pages or args.view == "memmap",
         )
     except TargetUnreadable as e:
-        raise CommandError(f"{name}: {e}") from e
+        raise CommandError(f"{name}: {escape_text(str(e))}") from e
+    except Exception as e:
+        if debug_requested():
+            raise
+        raise CommandError(internal_error_message(name, e)) from None
     sys.stdout.write(format_report(report, args.json, args.view, args.ranges))
     if args.strict and has_errors(report):
         raise CommandError(f"{name}: error-severity findings (see above)")

@@ -3,7 +3,8 @@
 For hosts where drgn cannot read kernel memory; see :mod:`kho_drgn.debugfs`.
 Exit status as ``kho_chain.py``: 0 read, 1 ``--strict`` and an error
 finding (an entry that is not a regular file is one), 2 usage (``--root``
-not a directory), 3 the directory cannot be read.
+not a directory), 3 the directory cannot be read, 4 internal error (one
+line; ``KHO_DRGN_DEBUG=1`` for the traceback).
 """
 
 from __future__ import annotations
@@ -14,7 +15,15 @@ import os
 import sys
 from pathlib import Path
 
-from kho_drgn.cli import EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE, EXIT_USAGE
+from kho_drgn.cli import (
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    EXIT_USAGE,
+    debug_requested,
+    internal_error_message,
+)
 from kho_drgn.debugfs import (
     DEFAULT_ROOT,
     DebugfsRootError,
@@ -62,6 +71,16 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        return _main(args)
+    except Exception as e:
+        if debug_requested():
+            raise
+        print(internal_error_message("kho-debugfs", e), file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _main(args: argparse.Namespace) -> int:
     try:
         tree = read_debugfs_tree(args.root)
     except DebugfsUnavailable as e:
