@@ -268,10 +268,11 @@ def decode_debugfs(
     """
     tree = {_relative(path): data for path, data in files.items()}
     tree = {path: data for path, data in tree.items() if path}
+    unread = {_relative(path) for path in skipped or {}}
     state = DebugfsState(
         root=root,
-        incoming=_handover(tree, "in", byteorder),
-        outgoing=_handover(tree, "out", byteorder),
+        incoming=_handover(tree, "in", byteorder, unread),
+        outgoing=_handover(tree, "out", byteorder, unread),
     )
     if state.incoming is None and state.outgoing is None:
         state.findings.append(
@@ -304,14 +305,22 @@ def _relative(path: str) -> str:
 
 
 def _handover(
-    tree: Mapping[str, bytes], side: str, byteorder: ByteOrder
+    tree: Mapping[str, bytes],
+    side: str,
+    byteorder: ByteOrder,
+    unread: set[str] | frozenset[str] = frozenset(),
 ) -> DebugfsHandover | None:
-    if not any(path.startswith(f"{side}/") for path in tree):
+    """One side of the tree; ``unread`` are entries that were there but
+    skipped (not regular files): the side exists, its data is missing."""
+    if not any(
+        path.startswith(f"{side}/") or path == side for path in (*tree, *unread)
+    ):
         return None
     direction = "incoming" if side == "in" else "outgoing"
     handover = DebugfsHandover(direction)
     blob = tree.get(f"{side}/fdt")
-    if blob is None:
+    # A skipped fdt entry has its own debugfs.entry-skipped finding.
+    if blob is None and f"{side}/fdt" not in unread:
         if side == "out":
             handover.findings.append(
                 info(
@@ -325,7 +334,7 @@ def _handover(
             handover.findings.append(
                 warning("debugfs.no-in-fdt", "in/fdt is absent", direction)
             )
-    else:
+    elif blob is not None:
         _root_fdt(handover, blob, byteorder)
     prefix = f"{side}/sub_fdts/"
     for path in sorted(p for p in tree if p.startswith(prefix)):

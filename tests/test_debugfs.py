@@ -263,3 +263,21 @@ def test_unreadable_subdirectory_is_a_clear_error(tmp_path: Path) -> None:
         assert proc.returncode == 3 and "permission denied" in proc.stderr
     finally:
         (tmp_path / "in" / "sub_fdts").chmod(0o755)
+
+
+def test_tree_of_only_special_files_is_not_called_disabled(tmp_path: Path) -> None:
+    """A FIFO at in/fdt and a link at out/fdt: the sides exist but could not
+    be read; not "neither in/ nor out/" (which means KHO disabled)."""
+    from kho_drgn.debugfs import read_debugfs_tree
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "in" / "fdt")
+    (tmp_path / "out" / "fdt").symlink_to("/dev/zero")
+    tree = read_debugfs_tree(tmp_path)
+    assert tree.files == {}
+    state = decode_debugfs(tree.files, "little", str(tmp_path), tree.skipped)
+    codes = [f.code for f in state.all_findings()]
+    assert codes == ["debugfs.entry-skipped", "debugfs.entry-skipped"]
+    assert state.incoming is not None and state.outgoing is not None
+    assert "KHO disabled" not in debugfs_chain_line(state, "x")
