@@ -40,7 +40,8 @@ class KexecChain:
     ``kexec_count`` is the number of KHO kexecs since the last cold boot that
     led to this kernel (0: cold boot).  ``source`` says where the incoming
     half came from: the ``kexec-metadata`` blob, the ``kho_in`` copy the kernel
-    made at boot, or the boot log line.
+    made at boot, or the boot log line.  ``status`` is the state's, except
+    ``KEXEC`` when the log shows a handover that damaged KHO variables lost.
     """
 
     status: KhoStatus
