@@ -428,7 +428,7 @@ def _tally(summary: MemoryMapSummary) -> str:
     if "memmap.not-a-map" in codes and not summary.blocks:
         return "its root page is no longer a map"
     if EMPTY_WITH_BLOBS in codes:
-        return "its root page is empty (zeroed since)"
+        return "its root page is empty: zeroed since"
     parts = [
         f"{summary.invalid_keys} invalid key(s)" if summary.invalid_keys else "",
         f"{codes.count('memory.missing')} page(s) missing"

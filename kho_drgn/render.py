@@ -409,6 +409,14 @@ def render_crash(crash: CrashContext) -> str:
     return "\n".join(out)
 
 
+def _status_note(report: KhoReport) -> str:
+    """When the chain follows the log or the outgoing count over damaged
+    KHO variables."""
+    if report.chain.status is report.state.status:
+        return ""
+    return " (as the KHO variables read; the chain says otherwise: see findings)"
+
+
 def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) -> str:
     """The human view of a report.
 
@@ -434,7 +442,7 @@ def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) 
                 ("target", f"{where} ({target.kind})"),
                 ("release", state.release or "-"),
                 ("symbols", symbols),
-                ("KHO", _STATUS_TEXT[state.status]),
+                ("KHO", _STATUS_TEXT[state.status] + _status_note(report)),
                 ("chain from", report.chain.source or "-"),
             ],
             tablefmt="plain",
