@@ -7,11 +7,12 @@ where the sources of that answer disagree.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kho_drgn.abi import EXEC_FROM_RE
 from kho_drgn.findings import Finding, Severity, error, info, warning
-from kho_drgn.state import KhoState, KhoStatus
+from kho_drgn.state import KHO_IN_UNREADABLE, KhoState, KhoStatus
 
 
 @dataclass
@@ -39,7 +40,8 @@ class KexecChain:
     ``kexec_count`` is the number of KHO kexecs since the last cold boot that
     led to this kernel (0: cold boot).  ``source`` says where the incoming
     half came from: the ``kexec-metadata`` blob, the ``kho_in`` copy the kernel
-    made at boot, or the boot log line.
+    made at boot, or the boot log line.  ``status`` is the state's, except
+    ``KEXEC`` when the log shows a handover that damaged KHO variables lost.
     """
 
     status: KhoStatus
@@ -118,14 +120,114 @@ def build_chain(
         chain.next_release = outgoing_md.previous_release
         chain.next_kexec_count = outgoing_md.kexec_count
 
+    chain.findings.extend(_chain_from_log(state, chain, boot_line, log_lines))
     chain.findings.extend(_check_kho_in_copy(state, chain))
     chain.findings.extend(_check_outgoing(state, chain))
-    if state.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
+    if chain.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
         chain.findings.extend(
             _check_boot_line(chain, boot_line, log_lines, log_wrapped)
         )
     chain.findings.extend(_kernel_complaints(log_lines or []))
     return chain
+
+
+#: The line the kernel prints when it finds a handover FDT (kho_populate).
+FOUND_HANDOVER_LINE = "KHO: found kexec handover data"
+
+#: ``KexecChain.source`` when kho_in says cold boot but the boot line and the
+#: outgoing count agree on a KHO kexec.
+BOOT_LINE_OVER_KHO_IN = "boot log line and outgoing count (kho_in damaged)"
+
+#: ``KexecChain.source`` when the KHO variables read as disabled but the log
+#: says a handover was found.
+LOG_OVER_KHO_VARIABLES = "boot log (the KHO variables read as disabled)"
+
+
+def _kho_in_unreadable(state: KhoState) -> bool:
+    return any(f.code == KHO_IN_UNREADABLE for f in state.findings)
+
+
+def _kho_in_damage(state: KhoState) -> str:
+    """How ``kho_in`` reads, for a finding: unreadable or zeroed."""
+    if _kho_in_unreadable(state):
+        return "kho_in could not be read"
+    return "kho_in reads as zeroed (no incoming FDT)"
+
+
+def _chain_without_kho_in(state: KhoState, chain: KexecChain) -> None:
+    """``kho_in`` unreadable and the log does not give the chain: only the
+    outgoing count (incoming + 1) is left, and not the previous release."""
+    outgoing_md = state.outgoing.metadata if state.outgoing else None
+    if outgoing_md is None or not outgoing_md.valid or not outgoing_md.kexec_count:
+        chain.status, chain.kexec_count = KhoStatus.KEXEC, None
+        chain.source = "unknown (kho_in unreadable)"
+        return
+    chain.kexec_count = outgoing_md.kexec_count - 1
+    chain.source = "outgoing count (kho_in unreadable)"
+    if chain.kexec_count:
+        chain.status = KhoStatus.KEXEC
+
+
+def _chain_from_log(
+    state: KhoState,
+    chain: KexecChain,
+    boot_line: BootLine | None,
+    log_lines: list[str] | None,
+) -> list[Finding]:
+    """The chain from the log when the KHO variables lost the incoming side.
+
+    A zeroed or unreadable ``kho_in`` reads as a cold boot; zeroed
+    ``kho_in`` and ``kho_out`` read as KHO disabled.  The kernel's boot lines
+    say otherwise: ``KHO: exec from: R (count N)``, borne out by an outgoing
+    count of N + 1, gives the incoming side; ``KHO: found kexec handover
+    data`` at least says there was a handover.
+    """
+    outgoing_md = state.outgoing.metadata if state.outgoing else None
+    if state.status is KhoStatus.COLD_BOOT:
+        if (
+            boot_line is None
+            or outgoing_md is None
+            or not outgoing_md.valid
+            or outgoing_md.kexec_count != boot_line.kexec_count + 1
+        ):
+            if _kho_in_unreadable(state):
+                _chain_without_kho_in(state, chain)
+            return []
+        chain.status = KhoStatus.KEXEC
+        chain.previous_release = boot_line.release
+        chain.kexec_count = boot_line.kexec_count
+        chain.source = BOOT_LINE_OVER_KHO_IN
+        return [
+            error(
+                "check.kho-in-vs-log",
+                f"{_kho_in_damage(state)}, as on a cold boot, but the log has "
+                f"{boot_line.text!r} and the outgoing kexec_count is "
+                f"{outgoing_md.kexec_count}: kho_in was damaged after boot; "
+                "the chain follows the boot line and the outgoing count",
+                "incoming",
+            )
+        ]
+    if state.status is not KhoStatus.DISABLED or log_lines is None:
+        return []
+    if not any(FOUND_HANDOVER_LINE in line for line in log_lines):
+        return []
+    chain.status = KhoStatus.KEXEC
+    chain.source = LOG_OVER_KHO_VARIABLES
+    if boot_line is not None:
+        chain.previous_release = boot_line.release
+        chain.kexec_count = boot_line.kexec_count
+        follows = f"the chain follows {boot_line.text!r}"
+    else:
+        follows = "no 'KHO: exec from:' line gives the previous kernel"
+    return [
+        error(
+            "check.kho-vars-vs-log",
+            "kho_in and kho_out read as KHO disabled (no incoming or outgoing "
+            f"FDT), but the log has {FOUND_HANDOVER_LINE!r}: this kernel was "
+            f"handed KHO data and its KHO variables were damaged; {follows}",
+            "incoming",
+        )
+    ]
 
 
 #: ``KexecChain.source`` when the blob and the boot-time copy disagree and
@@ -267,24 +369,32 @@ def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
-def format_chain(chain: KexecChain, live: bool) -> str:
+def format_chain(
+    chain: KexecChain, live: bool, findings: Iterable[Finding] = ()
+) -> str:
     """The kexec chain on one line, e.g.
 
     ``cold boot -> (1 kexec) -> A -> B [crashed, kexec #2] -> next: B, count 3``
 
     Kernels before the previous one are not recorded anywhere; they are
     collapsed into "(N kexecs)".  When the sources of the chain contradict
-    each other (a failed ``check.*``), the line says so: it may be all that
-    is read.
+    each other (a failed ``check.*``) or any other finding (``findings``:
+    the report's) is an error, the line says so: it may be all that is read.
     """
-    line = _format_line(chain, live)
-    failed = sum(
-        f.severity is Severity.ERROR and f.code.startswith("check.")
-        for f in chain.findings
-    )
+    return _format_line(chain, live) + error_mark([*chain.findings, *findings])
+
+
+def error_mark(findings: Iterable[Finding]) -> str:
+    """The chain line's ``(!) ...`` suffix for error findings ("" if none)."""
+    errors = [f for f in dict.fromkeys(findings) if f.severity is Severity.ERROR]
+    failed = sum(f.code.startswith("check.") for f in errors)
+    others = len(errors) - failed
+    said = []
     if failed:
-        line += f" (!) {_plural(failed, 'cross-check')} failed: see findings"
-    return line
+        said.append(f"{_plural(failed, 'cross-check')} failed")
+    if others:
+        said.append(_plural(others, "error finding" if not failed else "other error"))
+    return f" (!) {', '.join(said)}: see findings" if said else ""
 
 
 def _format_line(chain: KexecChain, live: bool) -> str:

@@ -8,17 +8,21 @@ Exit status (also in the README):
 * 2 -- bad command-line arguments;
 * 3 -- the target could not be read (not a Linux kernel, KHO variables
   unreadable, no symbols to find them);
-* 4 -- internal error in kho-drgn (a bug: please report it with the message).
+* 4 -- internal error in kho-drgn (a bug: please report it with the message;
+  ``--debug`` or ``KHO_DRGN_DEBUG=1`` in the environment shows the traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from typing import IO, TYPE_CHECKING, Any, NoReturn
 
 from drgn import Program, ProgramFlags
+
+from kho_drgn.escape import escape_text
 
 if TYPE_CHECKING:
     from kho_drgn.report import KhoReport
@@ -31,6 +35,26 @@ EXIT_INTERNAL = 4
 
 #: Text views (``kho_drgn.render.VIEWS``, kept here so --help needs no import).
 VIEWS = ("chain", "subtrees", "memmap")
+
+
+#: Environment variable that asks for tracebacks on internal errors, for the
+#: script (drgn takes ``--debug`` as an abbreviation of one of its own
+#: options), the ``kho`` command and ``kho-debugfs``.
+DEBUG_ENV = "KHO_DRGN_DEBUG"
+
+
+def debug_requested() -> bool:
+    """True when ``KHO_DRGN_DEBUG`` is set to anything but "", "0" or "no"."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "no")
+
+
+def internal_error_message(prog_name: str, e: BaseException) -> str:
+    """The one line an internal error gets, its message escaped."""
+    return (
+        f"{prog_name}: internal error: {type(e).__name__}: "
+        f"{escape_text(str(e))} (re-run with {DEBUG_ENV}=1 in the environment "
+        "for a traceback and report it)"
+    )
 
 
 class UsageError(Exception):
@@ -110,7 +134,8 @@ def build_parser(prog_name: str) -> argparse.ArgumentParser:
     parser.add_argument(
         "--debug",
         action="store_true",
-        help="let internal errors raise with a traceback (for bug reports)",
+        help="let internal errors raise with a traceback (for bug reports); "
+        f"through drgn, which takes --debug for itself, set {DEBUG_ENV}=1",
     )
     return parser
 
@@ -135,13 +160,9 @@ def run(
     try:
         return _report(prog, args, out, err, prog_name)
     except Exception as e:
-        if args.debug:
+        if args.debug or debug_requested():
             raise
-        print(
-            f"{prog_name}: internal error: {type(e).__name__}: {e} "
-            "(re-run with --debug for a traceback and report it)",
-            file=err,
-        )
+        print(internal_error_message(prog_name, e), file=err)
         return EXIT_INTERNAL
 
 
@@ -207,7 +228,7 @@ def _report(
             scan_pages=args.scan_pages or args.view == "memmap",
         )
     except TargetUnreadable as e:
-        print(f"{prog_name}: error: {e}", file=err)
+        print(f"{prog_name}: error: {escape_text(str(e))}", file=err)
         return EXIT_UNREADABLE
     out.write(format_report(report, args.json, args.view, args.ranges))
     if args.strict and has_errors(report):

@@ -24,6 +24,7 @@ from drgn.commands._crash.common import crash_command
 from drgn.commands.linux import linux_kernel_command
 
 from kho_drgn.cli import DESCRIPTION, OPTIONS
+from kho_drgn.escape import escape_text
 
 _LONG_DESCRIPTION = f"""
     {DESCRIPTION} Decode Kexec HandOver (KHO) state from the target: the
@@ -43,7 +44,14 @@ _ARGUMENTS = (
 
 
 def _kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
-    from kho_drgn.cli import TargetUnreadable, build_report, format_report, has_errors
+    from kho_drgn.cli import (
+        TargetUnreadable,
+        build_report,
+        debug_requested,
+        format_report,
+        has_errors,
+        internal_error_message,
+    )
 
     parser = kwargs.get("parser")
     if args.help and parser is not None:
@@ -58,7 +66,11 @@ def _kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> N
             scan_pages=args.scan_pages or args.view == "memmap",
         )
     except TargetUnreadable as e:
-        raise CommandError(f"{name}: {e}") from e
+        raise CommandError(f"{name}: {escape_text(str(e))}") from e
+    except Exception as e:
+        if debug_requested():
+            raise
+        raise CommandError(internal_error_message(name, e)) from None
     sys.stdout.write(format_report(report, args.json, args.view, args.ranges))
     if args.strict and has_errors(report):
         raise CommandError(f"{name}: error-severity findings (see above)")

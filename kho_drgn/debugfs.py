@@ -19,6 +19,7 @@ here is pure and works on snapshots (e.g. the fixtures' ``debugfs_base64``).
 from __future__ import annotations
 
 import os
+import stat
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -100,59 +101,189 @@ class DebugfsState:
         return most_severe_first(found)
 
 
-def read_debugfs_files(root: Path = DEFAULT_ROOT) -> dict[str, bytes]:
-    """The files under a KHO debugfs root, by path relative to it.
+@dataclass
+class DebugfsTree:
+    """The files read under a KHO debugfs root, and the entries skipped.
 
-    Bounded: at most ``MAX_FILES`` files of ``MAX_FILE_SIZE`` bytes each;
-    symlinks are not followed.  Only reads.
-
-    :raises DebugfsUnavailable: the root is missing or not readable.
+    ``files`` maps each regular file's path (relative to the root) to its
+    bytes; ``skipped`` maps every other entry (FIFO, socket, device,
+    symbolic link, unreadable directory) to why it was not read.
     """
-    if not root.is_dir():
+
+    files: dict[str, bytes] = field(default_factory=dict)
+    skipped: dict[str, str] = field(default_factory=dict)
+
+
+class DebugfsRootError(DebugfsUnavailable):
+    """``--root`` names something that is not a directory."""
+
+
+def _kind(mode: int) -> str:
+    """What a file is, from its ``st_mode``, in words."""
+    for test, name in (
+        (stat.S_ISREG, "a regular file"),
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISLNK, "a symbolic link"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+    ):
+        if test(mode):
+            return name
+    return f"a file of unknown type (mode {mode:#o})"
+
+
+def _check_root(root: Path) -> None:
+    try:
+        mode = os.stat(root).st_mode
+    except FileNotFoundError:
         raise DebugfsUnavailable(
             f"{root} does not exist: KHO is disabled (kho=off), debugfs is not "
             "mounted (mount -t debugfs none /sys/kernel/debug), or the kernel "
             "lacks CONFIG_KEXEC_HANDOVER_DEBUGFS"
+        ) from None
+    except PermissionError:
+        raise DebugfsUnavailable(
+            f"cannot read {root}: permission denied (run as root)"
+        ) from None
+    except OSError as e:
+        raise DebugfsUnavailable(f"cannot read {root}: {e.strerror or e}") from None
+    if not stat.S_ISDIR(mode):
+        raise DebugfsRootError(
+            f"{root} is {_kind(mode)}, not a directory: --root takes the KHO "
+            f"debugfs directory ({DEFAULT_ROOT}) or a copy of it"
         )
-    files: dict[str, bytes] = {}
+
+
+def _read_regular(path: Path) -> bytes | str:
+    """A regular file's first ``MAX_FILE_SIZE + 1`` bytes, or why not.
+
+    Opened without following a link, non-blocking and checked again after
+    opening (the entry may have changed since it was listed), so a FIFO or
+    device slipped in is never read and never blocks.
+    """
+    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
     try:
-        for directory, dirnames, filenames in os.walk(root, followlinks=False):
+        fd = os.open(path, flags)
+    except PermissionError:
+        raise  # not root: the whole tree is unreadable, said once
+    except OSError as e:
+        return f"cannot open: {e.strerror or e}"
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            return f"{_kind(mode)}, not a regular file"
+        chunks, left = [], MAX_FILE_SIZE + 1
+        while left:
+            chunk = os.read(fd, min(left, 1 << 20))
+            if not chunk:
+                break
+            chunks.append(chunk)
+            left -= len(chunk)
+        return b"".join(chunks)
+    except BlockingIOError:
+        return "would block: not a regular file"
+    finally:
+        os.close(fd)
+
+
+def read_debugfs_tree(root: Path = DEFAULT_ROOT) -> DebugfsTree:
+    """Read a KHO debugfs root: every regular file, and what was skipped.
+
+    Bounded: at most ``MAX_FILES`` entries, ``MAX_FILE_SIZE`` bytes a file.
+    Only regular files are read (``lstat`` first, then opened
+    ``O_NONBLOCK | O_NOFOLLOW`` and checked again); links are not followed;
+    FIFOs, sockets, devices, links and unreadable directories are listed in
+    ``skipped`` with the reason.  Only reads.
+
+    :raises DebugfsRootError: ``root`` is not a directory.
+    :raises DebugfsUnavailable: ``root`` is missing, or a permission error
+        (not root), or more than ``MAX_FILES`` entries.
+    """
+    _check_root(root)
+    tree = DebugfsTree()
+    entries = 0
+
+    def rel(path: Path) -> str:
+        return path.relative_to(root).as_posix()
+
+    def walk_error(e: OSError) -> None:
+        if isinstance(e, PermissionError):
+            raise e
+        where = Path(e.filename) if e.filename else root
+        tree.skipped[rel(where) if where != root else "."] = (
+            f"directory not readable: {e.strerror or e}"
+        )
+
+    try:
+        for directory, dirnames, filenames in os.walk(
+            root, onerror=walk_error, followlinks=False
+        ):
             dirnames.sort()
-            for name in sorted(filenames):
+            for name in list(dirnames):
                 path = Path(directory, name)
-                if path.is_symlink() or not path.is_file():
-                    continue
-                if len(files) >= MAX_FILES:
+                if os.path.islink(path):  # os.walk lists links to dirs here
+                    dirnames.remove(name)
+                    filenames.append(name)
+            for name in sorted(filenames):
+                entries += 1
+                if entries > MAX_FILES:
                     raise DebugfsUnavailable(
-                        f"{root} holds more than {MAX_FILES} files: not a KHO "
+                        f"{root} holds more than {MAX_FILES} entries: not a KHO "
                         "debugfs directory"
                     )
-                with open(path, "rb") as f:
-                    files[path.relative_to(root).as_posix()] = f.read(MAX_FILE_SIZE + 1)
+                path = Path(directory, name)
+                try:
+                    mode = os.lstat(path).st_mode
+                except OSError as e:
+                    tree.skipped[rel(path)] = f"cannot stat: {e.strerror or e}"
+                    continue
+                if stat.S_ISLNK(mode):
+                    tree.skipped[rel(path)] = "a symbolic link (not followed)"
+                    continue
+                if not stat.S_ISREG(mode):
+                    tree.skipped[rel(path)] = f"{_kind(mode)}, not a regular file"
+                    continue
+                data = _read_regular(path)
+                if isinstance(data, str):
+                    tree.skipped[rel(path)] = data
+                else:
+                    tree.files[rel(path)] = data
     except PermissionError as e:
         raise DebugfsUnavailable(
             f"cannot read {e.filename or root}: permission denied (run as root)"
         ) from e
     except OSError as e:
         raise DebugfsUnavailable(f"cannot read {root}: {e}") from e
-    return files
+    return tree
+
+
+def read_debugfs_files(root: Path = DEFAULT_ROOT) -> dict[str, bytes]:
+    """The regular files under a KHO debugfs root, by path relative to it
+    (:func:`read_debugfs_tree` without the list of skipped entries)."""
+    return read_debugfs_tree(root).files
 
 
 def decode_debugfs(
     files: Mapping[str, bytes],
     byteorder: ByteOrder = "little",
     root: str = str(DEFAULT_ROOT),
+    skipped: Mapping[str, str] | None = None,
 ) -> DebugfsState:
     """Decode a KHO debugfs tree given as ``{relative path: bytes}``.
 
     Paths may carry a leading ``kho/`` (as in the fixtures' snapshots).
+    ``skipped`` (from :func:`read_debugfs_tree`) are entries that were not
+    read, each an error finding: debugfs holds only regular files.
     """
     tree = {_relative(path): data for path, data in files.items()}
     tree = {path: data for path, data in tree.items() if path}
+    unread = {_relative(path) for path in skipped or {}}
     state = DebugfsState(
         root=root,
-        incoming=_handover(tree, "in", byteorder),
-        outgoing=_handover(tree, "out", byteorder),
+        incoming=_handover(tree, "in", byteorder, unread),
+        outgoing=_handover(tree, "out", byteorder, unread),
     )
     if state.incoming is None and state.outgoing is None:
         state.findings.append(
@@ -165,6 +296,15 @@ def decode_debugfs(
         )
     state.scratch, found = _scratch(tree)
     state.findings += found
+    for path, reason in sorted((skipped or {}).items()):
+        state.findings.append(
+            error(
+                "debugfs.entry-skipped",
+                f"{path!r} was not read: {reason} (debugfs has only regular "
+                "files and directories)",
+                "debugfs",
+            )
+        )
     return state
 
 
@@ -176,14 +316,22 @@ def _relative(path: str) -> str:
 
 
 def _handover(
-    tree: Mapping[str, bytes], side: str, byteorder: ByteOrder
+    tree: Mapping[str, bytes],
+    side: str,
+    byteorder: ByteOrder,
+    unread: set[str] | frozenset[str] = frozenset(),
 ) -> DebugfsHandover | None:
-    if not any(path.startswith(f"{side}/") for path in tree):
+    """One side of the tree; ``unread`` are entries that were there but
+    skipped (not regular files): the side exists, its data is missing."""
+    if not any(
+        path.startswith(f"{side}/") or path == side for path in (*tree, *unread)
+    ):
         return None
     direction = "incoming" if side == "in" else "outgoing"
     handover = DebugfsHandover(direction)
     blob = tree.get(f"{side}/fdt")
-    if blob is None:
+    # A skipped fdt entry has its own debugfs.entry-skipped finding.
+    if blob is None and f"{side}/fdt" not in unread:
         if side == "out":
             handover.findings.append(
                 info(
@@ -197,7 +345,7 @@ def _handover(
             handover.findings.append(
                 warning("debugfs.no-in-fdt", "in/fdt is absent", direction)
             )
-    else:
+    elif blob is not None:
         _root_fdt(handover, blob, byteorder)
     prefix = f"{side}/sub_fdts/"
     for path in sorted(p for p in tree if p.startswith(prefix)):
@@ -347,9 +495,10 @@ def debugfs_chain(state: DebugfsState, release: str | None) -> KexecChain:
 
 
 def debugfs_chain_line(state: DebugfsState, release: str | None) -> str:
-    """The kexec chain on one line, worded as for a dump (a running kernel)."""
+    """The kexec chain on one line, worded as for a dump (a running kernel),
+    marked ``(!) ...`` when any finding of the tree is an error."""
     chain = state.chain if state.chain is not None else debugfs_chain(state, release)
-    return format_chain(chain, live=True)
+    return format_chain(chain, live=True, findings=state.all_findings())
 
 
 def debugfs_to_dict(state: DebugfsState, release: str | None) -> dict[str, Any]:
@@ -381,7 +530,7 @@ def debugfs_to_dict(state: DebugfsState, release: str | None) -> dict[str, Any]:
         "schema": "kho-drgn/debugfs/1",
         "root": state.root,
         "release": release,
-        "chain": chain_to_dict(chain, format_chain(chain, live=True)),
+        "chain": chain_to_dict(chain, debugfs_chain_line(state, release)),
         "incoming": handover(state.incoming),
         "outgoing": handover(state.outgoing),
         "scratch": [{"addr": a.addr, "size": a.size} for a in state.scratch],

@@ -2,7 +2,9 @@
 
 For hosts where drgn cannot read kernel memory; see :mod:`kho_drgn.debugfs`.
 Exit status as ``kho_chain.py``: 0 read, 1 ``--strict`` and an error
-finding, 2 usage, 3 the directory cannot be read.
+finding (an entry that is not a regular file is one), 2 usage (``--root``
+not a directory), 3 the directory cannot be read, 4 internal error (one
+line; ``KHO_DRGN_DEBUG=1`` for the traceback).
 """
 
 from __future__ import annotations
@@ -13,16 +15,26 @@ import os
 import sys
 from pathlib import Path
 
-from kho_drgn.cli import EXIT_FINDINGS, EXIT_OK, EXIT_UNREADABLE
+from kho_drgn.cli import (
+    EXIT_FINDINGS,
+    EXIT_INTERNAL,
+    EXIT_OK,
+    EXIT_UNREADABLE,
+    EXIT_USAGE,
+    debug_requested,
+    internal_error_message,
+)
 from kho_drgn.debugfs import (
     DEFAULT_ROOT,
+    DebugfsRootError,
     DebugfsUnavailable,
     debugfs_chain,
     debugfs_to_dict,
     decode_debugfs,
     host_byteorder,
-    read_debugfs_files,
+    read_debugfs_tree,
 )
+from kho_drgn.escape import escape_text
 from kho_drgn.findings import Severity
 
 
@@ -61,11 +73,21 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        files = read_debugfs_files(args.root)
+        return _main(args)
+    except Exception as e:
+        if debug_requested():
+            raise
+        print(internal_error_message("kho-debugfs", e), file=sys.stderr)
+        return EXIT_INTERNAL
+
+
+def _main(args: argparse.Namespace) -> int:
+    try:
+        tree = read_debugfs_tree(args.root)
     except DebugfsUnavailable as e:
-        print(f"kho-debugfs: error: {e}", file=sys.stderr)
-        return EXIT_UNREADABLE
-    state = decode_debugfs(files, args.byteorder, str(args.root))
+        print(f"kho-debugfs: error: {escape_text(str(e))}", file=sys.stderr)
+        return EXIT_USAGE if isinstance(e, DebugfsRootError) else EXIT_UNREADABLE
+    state = decode_debugfs(tree.files, args.byteorder, str(args.root), tree.skipped)
     release = args.release
     if release is None and args.root == DEFAULT_ROOT:
         release = os.uname().release

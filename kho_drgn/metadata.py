@@ -16,6 +16,7 @@ from kho_drgn.abi import (
     KEXEC_METADATA_VERSION,
     MetadataLayout,
 )
+from kho_drgn.escape import escape_bytes as _escape_bytes
 from kho_drgn.findings import Finding, error, warning
 
 ByteOrder = Literal["little", "big"]
@@ -49,8 +50,9 @@ class KexecMetadata:
 
 
 def escape_bytes(data: bytes) -> str:
-    """Printable rendering of raw bytes (non-ASCII as ``\\xNN``)."""
-    return data.decode("ascii", errors="backslashreplace")
+    """Raw bytes for a finding message: printable ASCII kept, every other
+    byte (controls and non-ASCII) as a C escape, so none reaches a terminal."""
+    return _escape_bytes(data)
 
 
 def decode_c_string(
@@ -63,7 +65,7 @@ def decode_c_string(
             error(
                 "metadata.release-unterminated",
                 f"{what} has no NUL within its {len(data)} bytes: "
-                f"{escape_bytes(data)!r}",
+                f"'{escape_bytes(data)}'",
                 where,
             )
         ]
@@ -73,7 +75,7 @@ def decode_c_string(
         return None, [
             error(
                 "metadata.release-not-utf8",
-                f"{what} is not valid UTF-8: {escape_bytes(data[:nul])!r}",
+                f"{what} is not valid UTF-8: '{escape_bytes(data[:nul])}'",
                 where,
             )
         ]

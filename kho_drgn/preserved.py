@@ -334,6 +334,7 @@ def preserved_memory(
         summary = read_memory_map(prog, handover, state.release)
         result = PreservedMemory(handover.direction, summary)
         if summary is not None:
+            _check_empty_map(handover, summary)
             result.findings.extend(summary.findings)
         incoming = handover.direction == "incoming"
         if incoming and summary is not None and not summary.complete:
@@ -373,6 +374,33 @@ def preserved_memory(
     return results
 
 
+#: Finding code: a map that walks to nothing though blobs were handed over.
+EMPTY_WITH_BLOBS = "memmap.empty-with-blobs"
+
+
+def _check_empty_map(handover: Handover, summary: MemoryMapSummary) -> None:
+    """A map with no block at all cannot be whole when the handover has
+    subtree blobs: each blob is preserved memory, so its root page was
+    zeroed or reused.  The summary is marked incomplete, with a finding."""
+    fdt = handover.fdt
+    if fdt is None or not summary.complete or summary.blocks:
+        return
+    blobs = [s for s in fdt.subtrees if s.phys is not None and s.size]
+    if not blobs:
+        return
+    summary.complete = False
+    summary.findings.append(
+        error(
+            EMPTY_WITH_BLOBS,
+            f"the preserved-memory map at {summary.root_phys:#x} has no "
+            f"blocks, but the {handover.direction} FDT hands over "
+            f"{len(blobs)} blob(s), which must be preserved memory: its root "
+            "page was zeroed or reused, the map cannot be walked",
+            handover.direction,
+        )
+    )
+
+
 def _note_scan(scan: MagicScan, findings: list[Finding]) -> None:
     if not scan.complete:
         findings.append(
@@ -399,6 +427,8 @@ def _tally(summary: MemoryMapSummary) -> str:
     codes = [f.code for f in summary.findings if not f.message.startswith("...")]
     if "memmap.not-a-map" in codes and not summary.blocks:
         return "its root page is no longer a map"
+    if EMPTY_WITH_BLOBS in codes:
+        return "its root page is empty: zeroed since"
     parts = [
         f"{summary.invalid_keys} invalid key(s)" if summary.invalid_keys else "",
         f"{codes.count('memory.missing')} page(s) missing"

@@ -1,17 +1,23 @@
 """Human-readable rendering: the chain on one line first, then tables.
 
 Tables are drawn with tabulate; the JSON form is :mod:`kho_drgn.report`.
+Every string cell and line that can carry target data goes through
+:func:`~kho_drgn.escape.escape_text` here, at the rendering boundary
+(:func:`_table`, :func:`_line`, :func:`_message`), so a dump cannot drive the
+terminal; the JSON form keeps the strings as decoded.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from drgn.helpers.common.format import number_in_binary_units
 from tabulate import tabulate
 
 from kho_drgn.abi import KEXEC_METADATA_NODE
 from kho_drgn.crash import CrashContext
+from kho_drgn.escape import escape_text
 from kho_drgn.findings import Finding
 from kho_drgn.preserved import PreservedMemory
 from kho_drgn.report import KhoReport
@@ -36,10 +42,41 @@ def _hex(value: int | None) -> str:
     return "-" if value is None else f"{value:#x}"
 
 
+def _line(value: object) -> str:
+    """A string (or anything else, as ``str``) for one line of text output."""
+    return escape_text(str(value))
+
+
+def _message(message: str) -> str:
+    """A finding message for text output.
+
+    Messages quote target strings with ``repr`` (backslash and control
+    characters already escaped); any other non-printable character left in
+    one (a log line quoted as is) is escaped here, backslashes are kept.
+    """
+    if message.isprintable():
+        return message
+    return "".join(ch if ch.isprintable() else escape_text(ch) for ch in message)
+
+
+def _table(rows: Iterable[Iterable[object]], **kwargs: Any) -> str:
+    """``tabulate`` with every string cell escaped (numbers stay numbers)."""
+    headers = kwargs.get("headers")
+    if isinstance(headers, (list, tuple)):
+        kwargs["headers"] = [_line(h) for h in headers]
+    return tabulate(
+        [[_line(c) if isinstance(c, str) else c for c in row] for row in rows],
+        **kwargs,
+    )
+
+
 def render_findings(findings: list[Finding]) -> str:
     if not findings:
         return "Findings: none"
-    rows = [(f.severity.value, f.where, f.code, f.message) for f in findings]
+    rows = [
+        (f.severity.value, _line(f.where), _line(f.code), _message(f.message))
+        for f in findings
+    ]
     return "Findings\n" + tabulate(
         rows,
         headers=("severity", "where", "code", "message"),
@@ -63,7 +100,7 @@ def render_fdts(state: KhoState) -> str:
         )
     if not rows:
         return "Handover FDTs: none"
-    return "Handover FDTs\n" + tabulate(
+    return "Handover FDTs\n" + _table(
         rows,
         headers=(
             "direction",
@@ -103,7 +140,7 @@ def render_subtrees(state: KhoState, detail: bool = False) -> str:
         return ""
     out = [
         "Subtrees\n"
-        + tabulate(
+        + _table(
             rows,
             headers=("direction", "name", "preserved-data", "blob-size", "content"),
             maxcolwidths=[None, None, None, None, 60],
@@ -128,15 +165,15 @@ def render_subtree_view(direction: str, view: SubtreeView) -> str:
     """A decoded subtree: its fields, then its entries as a table."""
     title = f"{direction} {view.name} ({view.kind}"
     title += f", {view.compatible})" if view.compatible else ")"
-    lines = [title]
+    lines = [_line(title)]
     if view.fields:
         lines.append(
-            tabulate([(k, _cell(v)) for k, v in view.fields.items()], tablefmt="plain")
+            _table([(k, _cell(v)) for k, v in view.fields.items()], tablefmt="plain")
         )
     if view.entries:
         headers = list(dict.fromkeys(k for e in view.entries for k in e))
         lines.append(
-            tabulate(
+            _table(
                 [[_cell(e.get(k, "")) for k in headers] for e in view.entries],
                 headers=headers,
                 maxcolwidths=60,
@@ -175,7 +212,7 @@ def render_metadata(state: KhoState) -> str:
         )
     if not rows:
         return ""
-    return "kexec-metadata\n" + tabulate(
+    return "kexec-metadata\n" + _table(
         rows,
         headers=(
             "source",
@@ -203,7 +240,7 @@ def render_scratch(state: KhoState) -> str:
         for i, a in enumerate(scratch.areas)
     ]
     title = f"Scratch areas: {scratch.count} at physical {_hex(scratch.array_phys)}"
-    text = f"{title}{handed}\n" + tabulate(rows, headers=("#", "start", "size", "end"))
+    text = f"{title}{handed}\n" + _table(rows, headers=("#", "start", "size", "end"))
     if scratch.handed_over is not None and kho_in is not None:
         rows = [
             (i, _hex(a.addr), _hex(a.size), _hex(a.addr + a.size))
@@ -211,7 +248,7 @@ def render_scratch(state: KhoState) -> str:
         ]
         text += (
             f"\n\nScratch areas handed over at {_hex(kho_in.scratch_phys)} "
-            "(not adopted)\n" + tabulate(rows, headers=("#", "start", "size", "end"))
+            "(not adopted)\n" + _table(rows, headers=("#", "start", "size", "end"))
         )
     return text
 
@@ -270,7 +307,7 @@ def render_memory(report: KhoReport, detail: bool = False, ranges: bool = False)
         return ""
     out = [
         "Preserved memory\n"
-        + tabulate(
+        + _table(
             [_map_row(m) for m in memories],
             headers=("direction", "format", "root", "blocks", "pages", "ranges", "map"),
         )
@@ -292,7 +329,7 @@ def render_memory(report: KhoReport, detail: bool = False, ranges: bool = False)
                     f"{m.direction}: blocks still tagged KHO_PAGE_MAGIC"
                     + (shown if more else "")
                     + "\n"
-                    + tabulate(tagged_rows, headers=("phys", "order", "size"))
+                    + _table(tagged_rows, headers=("phys", "order", "size"))
                 )
             if m.summary is None or not m.summary.blocks:
                 continue
@@ -302,7 +339,7 @@ def render_memory(report: KhoReport, detail: bool = False, ranges: bool = False)
             ]
             out.append(
                 f"{m.direction}: blocks per order\n"
-                + tabulate(rows, headers=("order", "blocks", "pages", "size"))
+                + _table(rows, headers=("order", "blocks", "pages", "size"))
             )
     if ranges:
         for m in memories:
@@ -314,7 +351,7 @@ def render_memory(report: KhoReport, detail: bool = False, ranges: bool = False)
             cut = " (truncated)" if m.summary.ranges_truncated else ""
             out.append(
                 f"{m.direction}: preserved ranges{cut}\n"
-                + tabulate(range_rows, headers=("start", "end", "size"))
+                + _table(range_rows, headers=("start", "end", "size"))
             )
     return "\n\n".join(out)
 
@@ -352,20 +389,30 @@ def render_crash(crash: CrashContext) -> str:
         rows.append(("build ID", crash.build_id))
     for item, reason in crash.unavailable.items():
         rows.append((item.replace("_", " "), f"unavailable: {reason}"))
-    out = ["Crash context", tabulate(rows, tablefmt="plain")]
+    out = ["Crash context", _table(rows, tablefmt="plain")]
     if crash.stack_trace:
         title = "Stack trace of the crashed task"
         if crash.stack_trace_source == "log":
             title += " (as the kernel printed it; no debug info to unwind)"
-        out += ["", title, *crash.stack_trace]
+        out += ["", title, *map(_line, crash.stack_trace)]
     out += ["", "KHO log lines"]
     if crash.kho_log:
-        out += [f"[{r.timestamp_ns / 1e9:12.6f}] {r.text}" for r in crash.kho_log]
+        out += [
+            f"[{r.timestamp_ns / 1e9:12.6f}] {_line(r.text)}" for r in crash.kho_log
+        ]
     elif crash.log_source is None:
         out.append("(log not readable)")
     else:
         out.append("(none in the log buffer)")
     return "\n".join(out)
+
+
+def _status_note(report: KhoReport) -> str:
+    """When the chain follows the log or the outgoing count over damaged
+    KHO variables."""
+    if report.chain.status is report.state.status:
+        return ""
+    return " (as the KHO variables read; the chain says otherwise: see findings)"
 
 
 def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) -> str:
@@ -386,14 +433,14 @@ def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) 
         else "no KHO debug info (kallsyms + ABI layouts)"
     )
     head = [
-        f"kexec chain: {report.chain_line}",
+        f"kexec chain: {_line(report.chain_line)}",
         "",
-        tabulate(
+        _table(
             [
                 ("target", f"{where} ({target.kind})"),
                 ("release", state.release or "-"),
                 ("symbols", symbols),
-                ("KHO", _STATUS_TEXT[state.status]),
+                ("KHO", _STATUS_TEXT[state.status] + _status_note(report)),
                 ("chain from", report.chain.source or "-"),
             ],
             tablefmt="plain",
@@ -423,9 +470,9 @@ def render_debugfs(state: DebugfsState, release: str | None) -> str:
     from kho_drgn.debugfs import debugfs_chain_line
 
     head = [
-        f"kexec chain: {debugfs_chain_line(state, release)}",
+        f"kexec chain: {_line(debugfs_chain_line(state, release))}",
         "",
-        tabulate(
+        _table(
             [
                 ("source", f"{state.root} (debugfs; no kernel memory read)"),
                 ("release", release or "-"),
@@ -453,7 +500,7 @@ def render_debugfs(state: DebugfsState, release: str | None) -> str:
     if fdt_rows:
         sections.append(
             "Root FDT files\n"
-            + tabulate(
+            + _table(
                 fdt_rows,
                 headers=(
                     "direction",
@@ -467,7 +514,7 @@ def render_debugfs(state: DebugfsState, release: str | None) -> str:
     if sub_rows:
         sections.append(
             "Subtrees (sub_fdts)\n"
-            + tabulate(
+            + _table(
                 sub_rows,
                 headers=("direction", "name", "size", "content"),
                 maxcolwidths=[None, None, None, 60],
@@ -486,6 +533,6 @@ def render_debugfs(state: DebugfsState, release: str | None) -> str:
         ]
         sections.append(
             "Scratch areas (out/scratch_phys, out/scratch_len)\n"
-            + tabulate(rows, headers=("#", "start", "size", "end"))
+            + _table(rows, headers=("#", "start", "size", "end"))
         )
     return "\n\n".join(sections) + "\n"

@@ -51,7 +51,7 @@ class KhoReport:
 
     @property
     def chain_line(self) -> str:
-        return format_chain(self.chain, self.live)
+        return format_chain(self.chain, self.live, self.findings)
 
 
 def target_info(prog: Program, symbols: SymbolSource) -> TargetInfo:

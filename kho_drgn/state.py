@@ -38,6 +38,7 @@ from kho_drgn.target import (
     decode_scratch_array,
     has_kho,
     has_kho_functions,
+    kallsyms_unavailable_reason,
     kexec_metadata_layout,
     kho_enabled,
     kho_out_fdt_address,
@@ -51,6 +52,9 @@ from kho_drgn.target import (
     target_byteorder,
     virt_to_phys_or_none,
 )
+
+#: Finding code: ``kho_in`` is not in the target though ``kho_out`` is.
+KHO_IN_UNREADABLE = "kho.kho-in-unreadable"
 
 #: A kexec-metadata blob larger than a page is damage: read no more than this.
 METADATA_READ_LIMIT = 4096
@@ -300,8 +304,8 @@ def kho_state(prog: Program) -> KhoState:
     if not has_kho(prog):
         if source is SymbolSource.KALLSYMS and not _has_any_symbols(prog):
             raise KhoReadError(
-                "no debug info and no kallsyms in VMCOREINFO: cannot tell "
-                "whether this kernel has KHO (pass -s VMLINUX)"
+                f"no debug info and {kallsyms_unavailable_reason(prog)}: cannot "
+                "tell whether this kernel has KHO (pass -s VMLINUX)"
             )
         if source is SymbolSource.KALLSYMS and has_kho_functions(prog):
             raise KhoReadError(
@@ -312,8 +316,27 @@ def kho_state(prog: Program) -> KhoState:
         return state
 
     state.enabled = kho_enabled(prog)
-    state.kho_in = read_kho_in(prog)
-    out_fdt = kho_out_fdt_address(prog)
+    kho_in_error = None
+    try:
+        state.kho_in = read_kho_in(prog)
+    except KhoReadError as e:
+        kho_in_error = e
+    try:
+        out_fdt = kho_out_fdt_address(prog)
+    except KhoReadError:
+        if kho_in_error is not None:
+            raise kho_in_error from None
+        raise
+    if kho_in_error is not None:
+        # kho_out is readable: report what it and the log still say.
+        state.findings.append(
+            error(
+                KHO_IN_UNREADABLE,
+                f"{kho_in_error}: the incoming handover cannot be found; the "
+                "chain comes from the boot line and the outgoing count",
+                "incoming",
+            )
+        )
 
     if state.kho_in is not None and state.kho_in.fdt_phys:
         state.incoming = read_handover(prog, "incoming", state.kho_in.fdt_phys, True)

@@ -106,7 +106,8 @@ class KhoTarget:
     #: drgn's index of the kallsyms tables VMCOREINFO names (no-DWARF only),
     #: loaded on first use; None until then or when it cannot be built.
     kallsyms: SymbolIndex | None = None
-    #: Why the kallsyms index could not be built, once that was tried.
+    #: Why the kallsyms index could not be built, once that was tried
+    #: (:data:`KALLSYMS_MISSING` when its tables are not in the dump).
     kallsyms_error: str | None = None
     _kallsyms_tried: bool = False
 
@@ -147,12 +148,18 @@ def _detect_symbol_source(prog: Program) -> SymbolSource:
         return SymbolSource.KALLSYMS
 
 
+#: ``KhoTarget.kallsyms_error`` when the tables are not in the dump.
+KALLSYMS_MISSING = "missing"
+
+
 def _load_kallsyms(prog: Program) -> tuple[SymbolIndex | None, str | None]:
     """drgn's kallsyms index from the tables VMCOREINFO names, or why not."""
     try:
         from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 
         return load_vmlinux_kallsyms(prog), None
+    except FaultError:
+        return None, KALLSYMS_MISSING
     except TARGET_ERRORS as e:
         return None, str(e) or type(e).__name__
 
@@ -189,6 +196,28 @@ def read_phys(prog: Program, address: int, size: int) -> bytes:
 def symbol_source(prog: Program) -> SymbolSource:
     """Whether the KHO types are in the debug info (decided once per Program)."""
     return kho_target(prog).symbols
+
+
+def kallsyms_unavailable_reason(prog: Program) -> str:
+    """Why the kallsyms tables gave no symbols, for an error message: not
+    named in VMCOREINFO, named but cut from the dump, or damaged."""
+    target = kho_target(prog)
+    info = target.vmcoreinfo
+    named = (
+        [k for k in info.entries if k.startswith("SYMBOL(kallsyms_")] if info else []
+    )
+    if not named:
+        return "no kallsyms in VMCOREINFO"
+    target.kallsyms_index(prog)
+    problem = target.kallsyms_error
+    if problem == KALLSYMS_MISSING:
+        return (
+            "the kallsyms tables VMCOREINFO names are not in the dump "
+            "(truncated or filtered?)"
+        )
+    if problem is not None:
+        return f"the kallsyms tables VMCOREINFO names are damaged ({problem})"
+    return "the kallsyms tables VMCOREINFO names hold no kernel symbols"
 
 
 def symbol_address(prog: Program, name: str) -> int | None:

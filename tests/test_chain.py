@@ -175,3 +175,111 @@ def test_findings_most_severe_first_each_once() -> None:
 
     a, b, c, d = info("i", "x"), warning("w", "x"), error("e1", "x"), error("e2", "x")
     assert most_severe_first([a, b, c, a, d, b]) == [c, d, b, a]
+
+
+def zeroed_kho_in_state(out_count: int = 3, unreadable: bool = False) -> KhoState:
+    """kho_in zeroed (as on a cold boot) or unreadable; kho_out intact."""
+    from kho_drgn.findings import error
+    from kho_drgn.state import KHO_IN_UNREADABLE
+
+    state = KhoState(
+        SymbolSource.DWARF,
+        "7.2.13-kho-b",
+        KhoStatus.COLD_BOOT,
+        True,
+        kho_in=None if unreadable else KhoIn(0, 0, "", 0, True),
+        outgoing=handover("outgoing", b"7.2.13-kho-b", out_count),
+    )
+    if unreadable:
+        state.findings.append(error(KHO_IN_UNREADABLE, "kho_in is not in the dump"))
+    return state
+
+
+def test_zeroed_kho_in_boot_line_and_outgoing_count_agree() -> None:
+    """kho_in zeroed reads as a cold boot; the boot line (count 2) and the
+    outgoing count 3 agree on a KHO kexec: they give the chain."""
+    from kho_drgn.chain import BOOT_LINE_OVER_KHO_IN
+
+    state = zeroed_kho_in_state()
+    chain = build_chain(state, [BOOT_LINE])
+    assert (chain.previous_release, chain.kexec_count) == ("7.2.13-kho-a", 2)
+    assert chain.source == BOOT_LINE_OVER_KHO_IN
+    assert [f.code for f in chain.findings] == ["check.kho-in-vs-log"]
+    assert "zeroed" in chain.findings[0].message
+    assert line(state, [BOOT_LINE]) == (
+        "cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b [crashed, kexec #2] "
+        "-> next: 7.2.13-kho-b, count 3 (!) 1 cross-check failed: see findings"
+    )
+    # They disagree: nothing to overrule kho_in with; the old checks say why.
+    other = zeroed_kho_in_state(out_count=7)
+    assert build_chain(other, [BOOT_LINE]).kexec_count == 0
+    assert set(codes(other, [BOOT_LINE])) == {
+        "check.outgoing-count",
+        "check.boot-line-on-cold-boot",
+    }
+    # A real cold boot (no boot line, outgoing count 1) stays one.
+    cold = zeroed_kho_in_state(out_count=1)
+    assert codes(cold, []) == [] and "[crashed, cold boot]" in line(cold, [])
+
+
+def test_unreadable_kho_in() -> None:
+    unreadable = zeroed_kho_in_state(unreadable=True)
+    chain = build_chain(unreadable, [BOOT_LINE])
+    assert (chain.previous_release, chain.kexec_count) == ("7.2.13-kho-a", 2)
+    assert "could not be read" in chain.findings[0].message
+    # Without a boot line only the outgoing count is left: kexec #2 from ?.
+    chain = build_chain(unreadable, [])
+    assert (chain.previous_release, chain.kexec_count) == (None, 2)
+    assert chain.source == "outgoing count (kho_in unreadable)"
+    report = KhoReport(
+        TargetInfo("vmcore", None, SymbolSource.DWARF),
+        unreadable,
+        chain,
+        None,
+        list(unreadable.all_findings()),
+    )
+    assert report.chain_line.startswith(
+        "cold boot -> (1 kexec) -> (unknown previous kernel) -> 7.2.13-kho-b "
+        "[crashed, kexec #2]"
+    )
+    assert report.chain_line.endswith("(!) 1 error finding: see findings")
+
+
+def test_kho_variables_zeroed_but_log_found_handover() -> None:
+    from kho_drgn.chain import LOG_OVER_KHO_VARIABLES
+
+    off = KhoState(SymbolSource.DWARF, "7.2.13-kho-b", KhoStatus.DISABLED, True)
+    found = "KHO: found kexec handover data."
+    chain = build_chain(off, [found, BOOT_LINE])
+    assert (chain.previous_release, chain.kexec_count) == ("7.2.13-kho-a", 2)
+    assert chain.source == LOG_OVER_KHO_VARIABLES
+    assert [f.code for f in chain.findings] == ["check.kho-vars-vs-log"]
+    assert line(off, [found, BOOT_LINE]) == (
+        "cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b [crashed, kexec #2] "
+        "-> next: (no valid outgoing metadata) (!) 1 cross-check failed: see findings"
+    )
+    only_found = build_chain(off, [found])
+    assert only_found.kexec_count is None
+    assert "check.kho-vars-vs-log" in [f.code for f in only_found.findings]
+    assert "kexec #?" in line(off, [found])
+
+
+def test_any_error_finding_marks_the_chain_line() -> None:
+    from kho_drgn.chain import error_mark
+    from kho_drgn.findings import error, warning
+
+    state = kexec_state(in_version=2)  # metadata.unknown-version, chain from kho_in
+    chain = build_chain(state, [BOOT_LINE])
+    report = KhoReport(
+        TargetInfo("vmcore", None, SymbolSource.DWARF),
+        state,
+        chain,
+        None,
+        list(state.all_findings()) + chain.findings,
+    )
+    assert report.chain_line.endswith(" (!) 1 error finding: see findings")
+    check = error("check.x", "m")
+    assert error_mark([warning("w", "m")]) == ""
+    assert error_mark([check, check, error("e", "m")]) == (
+        " (!) 1 cross-check failed, 1 other error: see findings"
+    )

@@ -35,6 +35,8 @@ from corruptdump import (
 )
 from fixturedata import CONTRIB_SCRIPT, cache_dir, fixture_files, load_truth
 
+from kho_drgn.escape import escape_text
+
 pytestmark = pytest.mark.fixtures
 
 PAGE = 4096
@@ -43,6 +45,8 @@ RUNNING = "7.2.13-kho-b"
 FROM_KHO_IN = "kho_in (the kernel's boot-time copy)"
 FROM_BLOB = "incoming kexec-metadata blob"
 FROM_KHO_IN_OVER_BLOB = "kho_in (the kernel's boot-time copy; the blob disagrees)"
+FROM_LOG_OVER_KHO_IN = "boot log line and outgoing count (kho_in damaged)"
+FROM_LOG_OVER_VARS = "boot log (the KHO variables read as disabled)"
 
 
 # --------------------------------------------------------------------------
@@ -68,6 +72,18 @@ class Places:
     outgoing: FdtPlace
     #: physical address of the kernel's kallsyms_offsets table
     kallsyms_offsets: int
+    #: physical address and size of kho_in and kho_out, and where in kho_in
+    #: the boot-time copy of previous_release is
+    kho_in: int = 0
+    kho_in_size: int = 0
+    kho_in_release: int = 0
+    kho_out: int = 0
+    kho_out_size: int = 0
+    #: physical address of the incoming FDT's preserved-memory-map value
+    incoming_map_prop: int = 0
+    #: a page of zeros in the dump (not the kernel's: its page tables may
+    #: have reused the incoming map's root page, zeroing it would lose them)
+    zero_page: int = 0
 
 
 def _fdt_place(prog: drgn.Program, phys: int) -> FdtPlace:
@@ -107,10 +123,36 @@ def places(aab: tuple[Path, Path]) -> Places:
     prog.load_debug_info([str(vmlinux)])
     in_phys = prog["kho_in"].fdt_phys.value_()
     out_phys = virt_to_phys(prog["kho_out"].fdt).value_()
-    kallsyms = follow_phys(
-        prog["init_mm"].address_of_(), prog.symbol("kallsyms_offsets").address
-    ).value_()
-    return Places(_fdt_place(prog, in_phys), _fdt_place(prog, out_phys), kallsyms)
+    mm = prog["init_mm"].address_of_()
+
+    def phys(address: int) -> int:
+        return int(follow_phys(mm, address).value_())
+
+    kallsyms = phys(prog.symbol("kallsyms_offsets").address)
+    kho_in, kho_out = prog["kho_in"], prog["kho_out"]
+    in_size = int.from_bytes(prog.read(in_phys + 4, 4, True), "big")
+    in_fdt = libfdt.Fdt(bytearray(prog.read(in_phys, in_size, True)))
+    offset = in_fdt.first_property_offset(0)
+    while in_fdt.get_property_by_offset(offset).name != "preserved-memory-map":
+        offset = in_fdt.next_property_offset(offset)
+    map_prop = in_phys + in_fdt.off_dt_struct() + offset + 12
+    zero_page = next(
+        a
+        for a in range(16 << 20, 256 << 20, PAGE)
+        if prog.read(a, PAGE, True) == bytes(PAGE)
+    )
+    return Places(
+        _fdt_place(prog, in_phys),
+        _fdt_place(prog, out_phys),
+        kallsyms,
+        kho_in=phys(kho_in.address_),
+        kho_in_size=drgn.sizeof(kho_in),
+        kho_in_release=drgn.offsetof(kho_in.type_, "previous_release"),
+        kho_out=phys(kho_out.address_),
+        kho_out_size=drgn.sizeof(kho_out),
+        incoming_map_prop=map_prop,
+        zero_page=zero_page,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -165,7 +207,9 @@ def _outgoing_metadata_invalid(report: dict[str, Any]) -> None:
     md = report["kho"]["outgoing"]["kexec_metadata"]
     assert md["version"] == 0 and md["valid"] is False
     assert report["chain"]["next"] is None
-    assert report["chain"]["line"].endswith("next: (no valid outgoing metadata)")
+    assert report["chain"]["line"].endswith(
+        "next: (no valid outgoing metadata) (!) 1 error finding: see findings"
+    )
 
 
 def _oversized(report: dict[str, Any]) -> None:
@@ -266,8 +310,14 @@ CASES = [
         "truncated-half",
         lambda core, p: Damage(truncate=core.path.stat().st_size // 2),
         Expect(3, stderr="kho_in is not in the dump (truncated or filtered?)"),
-        # Without DWARF, kallsyms (kernel data, high in memory) is cut off too.
-        Expect(3, stderr="cannot tell whether this kernel has KHO"),
+        # Without DWARF, kallsyms (kernel data, high in memory) is cut off
+        # too: VMCOREINFO names its tables, their data is gone.
+        Expect(
+            3,
+            stderr="no debug info and the kallsyms tables VMCOREINFO names are "
+            "not in the dump (truncated or filtered?): cannot tell whether this "
+            "kernel has KHO",
+        ),
     ),
     Case(
         "truncated-tail",
@@ -345,6 +395,103 @@ CASES.append(
         Expect(3),
     )
 )
+
+
+def _chain_line_marked(report: dict[str, Any]) -> None:
+    assert " (!) " in report["chain"]["line"], report["chain"]["line"]
+
+
+def _kho_in_zeroed(report: dict[str, Any]) -> None:
+    # kho_in reads as a cold boot; the boot line and outgoing count 3 win.
+    assert report["kho"]["status"] == "cold-boot"
+    assert report["chain"]["next"] == {"release": RUNNING, "kexec_count": 3}
+    assert report["chain"]["line"].startswith(
+        f"cold boot -> (1 kexec) -> {PREVIOUS} -> {RUNNING} [crashed, kexec #2]"
+    )
+    _chain_line_marked(report)
+
+
+def _kho_vars_zeroed(report: dict[str, Any]) -> None:
+    assert report["kho"]["status"] == "disabled"
+    assert report["chain"]["line"].startswith(
+        f"cold boot -> (1 kexec) -> {PREVIOUS} -> {RUNNING} [crashed, kexec #2]"
+    )
+    _chain_line_marked(report)
+
+
+def _map_root_zeroed(report: dict[str, Any]) -> None:
+    memory_map = report["kho"]["incoming"]["memory_map"]["map"]
+    assert memory_map["complete"] is False and memory_map["blocks"] == 0
+    codes = {f["code"] for f in memory_map["findings"]}
+    assert "memmap.empty-with-blobs" in codes
+
+
+#: A release string that would drive a terminal: clear the screen, ring the
+#: bell, return to the start of the line and write a forged answer.
+HOSTILE_RELEASE = "7.2\x1b[2J\x07\rkexec chain: cold boot -> forged\x9b1m"
+
+
+def _hostile_release(core: ElfCore, p: Places) -> Damage:
+    raw = HOSTILE_RELEASE.encode("utf-8") + b"\0"
+    return Damage(
+        (
+            _patch(core, p.incoming.metadata + 4, raw),
+            _patch(core, p.kho_in + p.kho_in_release, raw),
+        )
+    )
+
+
+def _hostile_release_kept(report: dict[str, Any]) -> None:
+    # JSON keeps the exact string; the text view is checked in
+    # test_hostile_release_text.
+    assert report["chain"]["previous_release"] == HOSTILE_RELEASE
+    assert report["kho"]["kho_in"]["previous_release"] == HOSTILE_RELEASE
+    assert HOSTILE_RELEASE in report["chain"]["line"]
+
+
+CASES += [
+    Case(
+        "kho-in-zeroed",
+        lambda core, p: Damage((_patch(core, p.kho_in, bytes(p.kho_in_size)),)),
+        Expect(0, ("check.kho-in-vs-log",), (PREVIOUS, 2, FROM_LOG_OVER_KHO_IN)),
+        Expect(
+            0, ("check.kho-in-vs-log", NO_DWARF), (PREVIOUS, 2, FROM_LOG_OVER_KHO_IN)
+        ),
+        _kho_in_zeroed,
+    ),
+    Case(
+        "kho-in-and-out-zeroed",
+        lambda core, p: Damage(
+            (
+                _patch(core, p.kho_in, bytes(p.kho_in_size)),
+                _patch(core, p.kho_out, bytes(p.kho_out_size)),
+            )
+        ),
+        Expect(0, ("check.kho-vars-vs-log",), (PREVIOUS, 2, FROM_LOG_OVER_VARS)),
+        Expect(
+            0, ("check.kho-vars-vs-log", NO_DWARF), (PREVIOUS, 2, FROM_LOG_OVER_VARS)
+        ),
+        _kho_vars_zeroed,
+    ),
+    Case(
+        # The incoming FDT's map now leads to a page of zeros.
+        "incoming-map-root-zeroed",
+        lambda core, p: Damage(
+            (_patch(core, p.incoming_map_prop, p.zero_page.to_bytes(8, "little")),)
+        ),
+        # Expected after boot (the page is free to be reused): an info.
+        Expect(0, ("memmap.incoming-reused",), (PREVIOUS, 2, FROM_BLOB)),
+        Expect(0, ("memmap.incoming-reused", NO_DWARF), (PREVIOUS, 2, FROM_BLOB)),
+        _map_root_zeroed,
+    ),
+    Case(
+        "release-with-control-bytes",
+        _hostile_release,
+        Expect(0, ("check.boot-line",), (HOSTILE_RELEASE, 2, FROM_BLOB)),
+        Expect(0, ("check.boot-line", NO_DWARF), (HOSTILE_RELEASE, 2, FROM_BLOB)),
+        _hostile_release_kept,
+    ),
+]
 CASE_IDS = [c.name for c in CASES]
 
 
@@ -372,11 +519,8 @@ def dumps(aab: tuple[Path, Path], places: Places) -> dict[str, Path]:
     for case in [*CASES, VMCOREINFO_ZEROED]:
         out = out_dir / f"chain-aab.{case.name}.vmcore"
         made[case.name] = write_sparse_copy(source, out, case.damage(core, places))
-    # Copies of cases that no longer exist are removed.
-    wanted = {p.name for p in made.values()}
-    for stale in out_dir.glob("chain-aab.*.vmcore*"):
-        if stale.name.removesuffix(".stamp") not in wanted:
-            stale.unlink()
+    # Copies of other cases are left alone: a cache shared by checkouts of
+    # different versions (KHO_DRGN_CACHE) must not lose another's copies.
     return made
 
 
@@ -466,6 +610,9 @@ def test_corrupted_dump(
         assert chain["current_release"] == RUNNING
     if case.check is not None:
         case.check(report)
+    # Any error finding marks the chain line, which may be all that is read.
+    errors = any(f["severity"] == "error" for f in report["findings"])
+    assert (" (!) " in report["chain"]["line"]) == errors, report["chain"]["line"]
 
 
 @pytest.mark.parametrize(
@@ -587,3 +734,24 @@ def test_batch_records_every_damaged_dump(
             assert record["status"] == "failed", (case.name, record)
             assert record["error"] and "internal error" not in record["error"]
     assert proc.returncode == (1 if any_failed else 0)
+
+
+@pytest.mark.parametrize("dwarf", [True, False], ids=["vmlinux", "no-vmlinux"])
+def test_hostile_release_text(
+    dumps: dict[str, Path], aab: tuple[Path, Path], dwarf: bool
+) -> None:
+    """ESC, BEL, CR and a C1 CSI in previous_release reach the text view only
+    escaped: the first line stays the real answer, no control byte but the
+    renderer's own newlines is printed."""
+    run = run_script(
+        dumps["release-with-control-bytes"], aab[1] if dwarf else None, as_json=False
+    )
+    assert run.status == 0, run.stderr
+    controls = {c for c in run.stdout if not c.isprintable() and c != "\n"}
+    assert not controls, controls
+    first = run.stdout.splitlines()[0]
+    assert first.startswith(
+        "kexec chain: cold boot -> (1 kexec) -> "
+        "7.2\\x1b[2J\\a\\rkexec chain: cold boot -> forged\\x9b1m -> "
+    ), first
+    assert f"-> {escape_text(HOSTILE_RELEASE)} -> " in first

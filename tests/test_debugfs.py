@@ -218,3 +218,113 @@ def test_damaged_files_are_findings_not_crashes() -> None:
 def test_empty_tree() -> None:
     state = decode_debugfs({})
     assert [f.code for f in state.all_findings()] == ["debugfs.empty"]
+
+
+def hostile_tree(root: Path) -> Path:
+    """A debugfs copy with what debugfs never holds: a FIFO, a link to
+    /dev/zero, a link to a directory, a socket; and a blob whose name and
+    bytes carry terminal control sequences."""
+    import socket
+
+    (root / "in" / "sub_fdts").mkdir(parents=True)
+    (root / "out").mkdir()
+    os.mkfifo(root / "in" / "fdt")
+    (root / "out" / "fdt").symlink_to("/dev/zero")
+    (root / "out" / "sub_fdts").symlink_to("/")
+    (root / "in" / "sub_fdts" / "evil\x1b]0;pwn\x07\r").write_bytes(b"7\x1b[2J")
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.bind(str(root / "out" / "s"))
+    except OSError:
+        pass  # path too long for AF_UNIX on some hosts: the rest still holds
+    finally:
+        sock.close()
+    return root
+
+
+def test_only_regular_files_are_read(tmp_path: Path) -> None:
+    """FIFOs, links and sockets are skipped, never opened (no hang), and each
+    is an error finding naming the entry and what it is."""
+    from kho_drgn.debugfs import read_debugfs_tree
+
+    tree = read_debugfs_tree(hostile_tree(tmp_path))
+    assert list(tree.files) == ["in/sub_fdts/evil\x1b]0;pwn\x07\r"]
+    assert tree.skipped["in/fdt"] == "a FIFO, not a regular file"
+    assert tree.skipped["out/fdt"] == "a symbolic link (not followed)"
+    assert tree.skipped["out/sub_fdts"] == "a symbolic link (not followed)"
+    if (tmp_path / "out" / "s").exists():
+        assert tree.skipped["out/s"] == "a socket, not a regular file"
+    state = decode_debugfs(tree.files, "little", str(tmp_path), tree.skipped)
+    skipped = [f for f in state.all_findings() if f.code == "debugfs.entry-skipped"]
+    assert len(skipped) == len(tree.skipped)
+    assert all(f.severity.value == "error" for f in skipped)
+    assert " (!) " in debugfs_chain_line(state, "x")
+
+
+def test_hostile_tree_cli(tmp_path: Path) -> None:
+    root = hostile_tree(tmp_path)
+    proc = kho_debugfs("--root", str(root))
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    assert "'in/fdt' was not read: a FIFO" in proc.stdout
+    controls = {c for c in proc.stdout if not c.isprintable() and c != "\n"}
+    assert not controls, controls
+    assert "evil\\x1b]0;pwn\\a\\r" in proc.stdout
+    assert kho_debugfs("--root", str(root), "--strict").returncode == 1
+    data = json.loads(kho_debugfs("--root", str(root), "--json").stdout)
+    names = {v["name"] for v in data["incoming"]["subtrees"]}
+    assert names == {"evil\x1b]0;pwn\x07\r"}  # JSON keeps the exact name
+
+
+def test_root_that_is_not_a_directory(tmp_path: Path) -> None:
+    """A file, a FIFO or a link to /dev/zero as --root: said what it is,
+    exit 2 (bad argument), nothing opened."""
+    from kho_drgn.debugfs import DebugfsRootError
+
+    regular = tmp_path / "passwd"
+    regular.write_text("root:x:0:0::/root:/bin/sh\n")
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    zero = tmp_path / "zero"
+    zero.symlink_to("/dev/zero")
+    for path, kind in (
+        (regular, "a regular file"),
+        (fifo, "a FIFO"),
+        (zero, "a character device"),
+    ):
+        with pytest.raises(DebugfsRootError, match=f"is {kind}, not a directory"):
+            read_debugfs_files(path)
+        proc = kho_debugfs("--root", str(path))
+        assert proc.returncode == 2, proc.stderr
+        assert f"is {kind}, not a directory" in proc.stderr
+        assert "does not exist" not in proc.stderr
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root reads everything")
+def test_unreadable_subdirectory_is_a_clear_error(tmp_path: Path) -> None:
+    (tmp_path / "in" / "sub_fdts").mkdir(parents=True)
+    (tmp_path / "in" / "sub_fdts").chmod(0)
+    try:
+        with pytest.raises(DebugfsUnavailable, match="permission denied"):
+            read_debugfs_files(tmp_path)
+        proc = kho_debugfs("--root", str(tmp_path))
+        assert proc.returncode == 3 and "permission denied" in proc.stderr
+    finally:
+        (tmp_path / "in" / "sub_fdts").chmod(0o755)
+
+
+def test_tree_of_only_special_files_is_not_called_disabled(tmp_path: Path) -> None:
+    """A FIFO at in/fdt and a link at out/fdt: the sides exist but could not
+    be read; not "neither in/ nor out/" (which means KHO disabled)."""
+    from kho_drgn.debugfs import read_debugfs_tree
+
+    (tmp_path / "in").mkdir()
+    (tmp_path / "out").mkdir()
+    os.mkfifo(tmp_path / "in" / "fdt")
+    (tmp_path / "out" / "fdt").symlink_to("/dev/zero")
+    tree = read_debugfs_tree(tmp_path)
+    assert tree.files == {}
+    state = decode_debugfs(tree.files, "little", str(tmp_path), tree.skipped)
+    codes = [f.code for f in state.all_findings()]
+    assert codes == ["debugfs.entry-skipped", "debugfs.entry-skipped"]
+    assert state.incoming is not None and state.outgoing is not None
+    assert "KHO disabled" not in debugfs_chain_line(state, "x")

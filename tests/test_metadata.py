@@ -116,3 +116,16 @@ def test_panic_message_and_reason() -> None:
         "BUG: kernel NULL pointer dereference, address: 0"
     )
     assert find_panic_message(["all quiet"]) is None
+
+
+def test_finding_messages_escape_control_bytes() -> None:
+    """Raw release bytes quoted in a finding carry no control byte: ESC, BEL,
+    CR and non-ASCII are C escapes (the text view prints messages as is)."""
+    from kho_drgn.metadata import decode_c_string
+
+    for raw in (b"7.2\x1b[2J\x07\r" + b"X" * 60, b"7.2\x1b]0;t\x07\xff\0"):
+        value, findings = decode_c_string(raw, "previous_release", "incoming")
+        assert value is None and len(findings) == 1
+        message = findings[0].message
+        assert message.isascii() and message.isprintable(), message
+        assert "7.2\\x1b" in message
