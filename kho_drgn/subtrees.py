@@ -127,6 +127,8 @@ def decode_subtree(
             blob, byteorder, read_phys=read_phys, missing=missing, where=where
         )
         view.name = name
+    elif name == "LUO":
+        return _luo_not_a_blob(blob, where)
     else:
         return decode_unknown(blob, where=where, name=name)
     expected = _EXPECTED_KIND.get(name)
@@ -566,6 +568,19 @@ def decode_luo(
     return view
 
 
+def _luo_not_a_blob(blob: bytes, where: str) -> SubtreeView:
+    """A ``LUO`` sub-node whose data is neither a luo_ser nor an FDT.
+
+    The kernel frees the incoming luo_ser page early in boot, so this is the
+    normal state of an incoming one; :mod:`kho_drgn.luo_target` says so (or
+    reports damage) and reads the state from the kernel instead.  The bytes
+    are someone else's data now and are not shown.
+    """
+    view = SubtreeView("LUO", "luo", None, len(blob))
+    view.fields = {"blob": "reused"}
+    return view
+
+
 def _luo_fdt(
     name: str,
     blob: bytes,
@@ -678,6 +693,8 @@ def _summary_kho_test(view: SubtreeView) -> str:
 
 def _summary_luo(view: SubtreeView) -> str:
     f = view.fields
+    if f.get("blob") == "reused":
+        return "not a luo_ser any more: page freed and reused (see LUO)"
     text = f"{view.compatible}: liveupdate #{f.get('liveupdate_num')}"
     if "sessions" in f:
         text += f", {f['sessions']} session(s)"
