@@ -403,6 +403,8 @@ def luo_state(
                 "incoming",
             )
         )
+    if result.incoming is None and result.outgoing is None and not result.findings:
+        return None  # LUO built in but not in use (liveupdate=off)
     if result.outgoing is not None and result.outgoing.blob == "reused":
         result.outgoing.findings.append(
             error(
