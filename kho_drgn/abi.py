@@ -153,6 +153,9 @@ class KhoLayout:
     #: 6.16..6.18), False when it is the FDT's direct-map address.
     out_fdt_is_page: bool
     in_previous_release_size: int = 65
+    #: Offset of ``kho_out.finalized`` where the outgoing FDT exists only
+    #: once KHO was finalized (6.16..6.18), else None.
+    out_finalized: int | None = None
 
 
 #: Eras by first (major, minor); the last one not after the release applies.
@@ -161,7 +164,9 @@ KHO_LAYOUTS: tuple[tuple[tuple[int, int], KhoLayout], ...] = (
     # head (48); dentry *dir; mutex (32); ser {struct page *fdt; ...}}.  The
     # 0/8/80 layout that dropping the notifiers and debugfs dir gave lived
     # only inside the 6.19 merge window.
-    ((6, 16), KhoLayout("6.16-6.18", 8, 16, None, None, 88, True)),
+    # ser {page *fdt; list_head; dentry *; kho_mem_track (16); chunk *}: 56
+    # bytes, then ``bool finalized`` at 144 (measured on 6.18.5 with DWARF).
+    ((6, 16), KhoLayout("6.16-6.18", 8, 16, None, None, 88, True, out_finalized=144)),
     ((6, 19), KhoLayout("6.19-7.0", 0, 8, None, None, 0, False)),
     ((7, 1), KhoLayout("7.1+", 0, 8, 16, 84, 0, False)),
 )

@@ -193,6 +193,8 @@ def chain_to_dict(chain: KexecChain, line: str) -> dict[str, Any]:
         "kexec_count": chain.kexec_count,
         "previous_release": chain.previous_release,
         "current_release": chain.current_release,
+        "kho_kexec": chain.kho_kexec,
+        "predates_metadata": chain.predates_metadata,
         "next": (
             None
             if chain.next_release is None

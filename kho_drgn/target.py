@@ -323,6 +323,32 @@ def kho_out_fdt_address(prog: Program) -> int | None:
     return address or None
 
 
+def kho_out_finalized(prog: Program) -> bool | None:
+    """``kho_out.finalized`` on kernels whose outgoing FDT exists only once
+    KHO was finalized (6.16..6.18); None on later kernels or if unreadable.
+
+    Before finalization ``kho_out.ser.fdt`` points at a page that was never
+    formatted: the flag must be checked before the FDT is read.
+    """
+    obj = _dwarf_object(prog, "kho_out")
+    try:
+        if obj is not None:
+            try:
+                obj.ser.fdt  # noqa: B018 - only the page-pointer era has ser
+                return bool(obj.finalized.value_())
+            except AttributeError:
+                return None
+        base = symbol_address(prog, "kho_out")
+        if base is None:
+            return None
+        layout, _ = kho_layout(prog)
+        if layout.out_finalized is None:
+            return None
+        return bool(prog.read(base + layout.out_finalized, 1)[0])
+    except TARGET_ERRORS:
+        return None
+
+
 def _page_to_virt_vmcoreinfo(prog: Program, page: int) -> int | None:
     """``page_to_virt`` from VMCOREINFO's vmemmap base and SIZE(page)."""
     from kho_drgn.vmcoreinfo import read_vmcoreinfo

@@ -97,6 +97,10 @@ def check_report(report: Any, truth: Truth) -> None:
         # kernel: unknown, not guessed.
         assert chain["kexec_count"] is None and chain["previous_release"] is None
         assert chain["next"] is None
+        assert chain["kho_kexec"] is True and chain["predates_metadata"] is True
+        codes = [f["code"] for f in report["findings"]]
+        assert codes.count("metadata.predates") == 1  # said once, as info
+        assert "metadata.absent" not in codes and "log.boot-line-gone" not in codes
     elif truth.kho_enabled:
         assert chain["kexec_count"] == len(truth.chain) - 1
         assert chain["previous_release"] == (
@@ -209,7 +213,11 @@ def test_text_leads_with_chain(truth: Truth) -> None:
         for name in ("kholab-session", "kholab-second", "kholab-empty"):
             assert f" {name} " in text
     elif truth.name == "chain-ab":
-        assert "6.18.5-kho-618a [crashed" in first
+        assert first == (
+            "kexec chain: ? -> (previous kernel not recorded before 7.1) -> "
+            "6.18.5-kho-618a [crashed, KHO kexec: yes, count unknown] -> next: "
+            "KHO finalized, count unknown (no kexec-metadata before 7.1)"
+        )
     elif truth.name == "cold-b":
         assert first == (
             "kexec chain: cold boot -> 7.2.13-kho-b [crashed, cold boot] "
