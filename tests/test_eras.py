@@ -1,0 +1,109 @@
+"""Other eras, the wrong era's vmlinux, and a 6.18 kernel never finalized.
+
+Runs the real drgn CLI on the shared 6.18 and LUO dumps: with a vmlinux of
+another kernel (drgn ignores it: BUILD-ID mismatch), and on a damaged copy of
+the 6.18 dump whose ``kho_out.finalized`` is 0 and whose outgoing FDT page
+holds garbage (what a kernel that never prepared a KHO kexec looks like).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import drgn
+import pytest
+from corruptdump import Damage, SparseSource, read_elf_core, write_sparse_copy
+from fixturedata import CONTRIB_SCRIPT, cache_dir, fixture_files, load_truth
+
+pytestmark = pytest.mark.fixtures
+
+
+def run(*args: str) -> tuple[int, Any, str]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "drgn", "--quiet", *args, str(CONTRIB_SCRIPT), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert "Traceback" not in proc.stderr, proc.stderr
+    data = json.loads(proc.stdout) if proc.returncode == 0 else None
+    return proc.returncode, data, proc.stderr
+
+
+def codes(report: Any) -> dict[str, str]:
+    return {f["code"]: f["severity"] for f in report["findings"]}
+
+
+@pytest.fixture(scope="module")
+def not_finalized() -> Path:
+    """chain-ab with kho_out.finalized = 0 and the outgoing FDT page garbage."""
+    from drgn.helpers.linux.mm import follow_phys, page_to_virt, virt_to_phys
+
+    vmcore, vmlinux = fixture_files(load_truth("chain-ab"))
+    prog = drgn.Program()
+    prog.set_core_dump(str(vmcore))
+    prog.load_debug_info([str(vmlinux)])
+    kho_out = prog["kho_out"]
+    flag = follow_phys(
+        prog["init_mm"].address_of_(), kho_out.finalized.address_
+    ).value_()
+    page = virt_to_phys(page_to_virt(kho_out.ser.fdt)).value_()
+    core = read_elf_core(vmcore)
+    damage = Damage(
+        (
+            (core.phys_to_offset(flag), b"\0"),
+            (core.phys_to_offset(page, 4096), b"\xaa" * 4096),
+        ),
+        description="kho_out.finalized = 0, outgoing FDT page uninitialised",
+    )
+    out = cache_dir() / "corrupt" / "chain-ab.not-finalized.vmcore"
+    return write_sparse_copy(SparseSource(vmcore), out, damage)
+
+
+@pytest.mark.parametrize("debug", ["dwarf", "kallsyms"])
+def test_not_finalized_is_normal(not_finalized: Path, debug: str) -> None:
+    _, vmlinux = fixture_files(load_truth("chain-ab"))
+    symbols = ("-s", str(vmlinux)) if debug == "dwarf" else ("--no-default-symbols",)
+    status, report, stderr = run("-c", str(not_finalized), *symbols)
+    assert status == 0, stderr
+    found = codes(report)
+    assert found["kho.not-finalized"] == "info"
+    assert "fdt.invalid" not in found
+    assert not [c for c, sev in found.items() if sev == "error"]
+    kho = report["kho"]
+    assert kho["status"] == "kexec" and kho["outgoing"] is None
+    assert kho["incoming"]["compatible"] == "kho-v1"
+    line = report["chain"]["line"]
+    assert "KHO kexec: yes, count unknown" in line
+    assert line.endswith("-> next: nothing prepared (KHO not finalized)")
+
+
+WRONG_VMLINUX = [
+    # dump, vmlinux of another kernel
+    ("luo-in", "chain-ab"),
+    ("chain-ab", "luo-in"),
+    ("luo-in", "chain-aab"),  # same release 7.2.13, another build
+]
+
+
+@pytest.mark.parametrize(("dump", "other"), WRONG_VMLINUX)
+def test_wrong_era_vmlinux(dump: str, other: str) -> None:
+    """drgn refuses a vmlinux whose BUILD-ID differs: the kallsyms path then
+    gives the same answer it gives without one, with symbols.no-dwarf."""
+    truth = load_truth(dump)
+    vmcore, _ = fixture_files(truth)
+    _, vmlinux = fixture_files(load_truth(other))
+    status, report, stderr = run("-c", str(vmcore), "-s", str(vmlinux))
+    assert status == 0, stderr
+    assert report["target"]["symbols"] == "kallsyms"
+    assert codes(report)["symbols.no-dwarf"] == "warning"
+    _, plain, _ = run("-c", str(vmcore), "--no-default-symbols")
+    assert report["chain"] == plain["chain"]
+    assert report["luo"] == plain["luo"]
+    if truth.luo is not None:
+        sessions = [s["name"] for s in report["luo"]["incoming"]["sessions"]]
+        assert sessions == [s["name"] for s in truth.luo["incoming"]["sessions"]]
