@@ -197,3 +197,76 @@ def kho_layout_for_release(release: str | None) -> KhoLayout | None:
         if version >= first:
             layout = candidate
     return layout
+
+
+#: Which ``kho_in``/``kho_out`` eras each root compatible can come from.
+ERAS_BY_COMPATIBLE: dict[str, tuple[str, ...]] = {
+    "kho-v1": ("6.16-6.18", "6.19-7.0"),
+    "kho-v2": ("7.1+",),
+    "kho-v3": ("7.1+",),
+    "kho-v4": ("7.1+",),
+}
+
+
+@dataclass(frozen=True)
+class EraDecision:
+    """The layout chosen for a kernel without DWARF, and the facts behind it."""
+
+    layout: KhoLayout
+    #: "dwarf", "fdt-compatible", "release" or "default".
+    chosen_by: str
+    #: The facts, in words, e.g. "root FDT kho-v1 at kho_in+8".
+    facts: tuple[str, ...] = ()
+    #: Set when the facts disagree or nothing decided (a finding's text).
+    problem: str | None = None
+
+
+def layout_by_era(era: str) -> KhoLayout:
+    return next(layout for _, layout in KHO_LAYOUTS if layout.era == era)
+
+
+def decide_kho_era(release: str | None, probes: dict[str, str | None]) -> EraDecision:
+    """Pick the ``kho_in``/``kho_out`` layout from the dump's own facts. Pure.
+
+    :param probes: era -> the root FDT compatible found through that era's
+        offsets (``None``: no FDT there).  A compatible that the era can
+        carry is the strongest fact short of DWARF; the release decides
+        between eras the FDT cannot tell apart, or alone when no FDT is found.
+    """
+    by_release = kho_layout_for_release(release)
+    facts = [f"release {release!r}" + ("" if by_release else " (not parseable)")]
+    fitting = []
+    for era, compatible in probes.items():
+        if compatible is None:
+            continue
+        abi = abi_for_compatible(compatible)
+        known = abi.compatible if abi is not None else None
+        eras = ERAS_BY_COMPATIBLE.get(known or "", ())
+        facts.append(f"root FDT {compatible!r} through the {era} offsets")
+        if era in eras:
+            fitting.append(era)
+        elif known is None and era == KHO_LAYOUTS[-1][1].era:
+            fitting.append(era)  # a newer compatible: the newest layout
+    if fitting:
+        if by_release is not None and by_release.era in fitting:
+            return EraDecision(by_release, "fdt-compatible", tuple(facts))
+        problem = None
+        if by_release is not None:
+            problem = (
+                f"release {release!r} implies the {by_release.era} layout, but "
+                f"the root FDT is found only through the {fitting[0]} offsets: "
+                "using those"
+            )
+        return EraDecision(
+            layout_by_era(fitting[0]), "fdt-compatible", tuple(facts), problem
+        )
+    if by_release is not None:
+        return EraDecision(by_release, "release", tuple(facts))
+    newest = KHO_LAYOUTS[-1][1]
+    return EraDecision(
+        newest,
+        "default",
+        tuple(facts),
+        f"no DWARF for the KHO structs, no root FDT found and no known layout "
+        f"for release {release!r}; using the {newest.era} layout",
+    )

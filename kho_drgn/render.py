@@ -372,6 +372,23 @@ def render_crash(crash: CrashContext) -> str:
     return "\n".join(out)
 
 
+_CHOSEN_BY = {
+    "dwarf": "DWARF types",
+    "fdt-compatible": "the root FDT's compatible",
+    "release": "the release",
+    "default": "nothing fits: newest layout",
+}
+
+
+def render_era(state: KhoState) -> str:
+    """Which kho_in/kho_out layout era applies and which facts chose it."""
+    era = state.era
+    if era is None:
+        return "-"
+    facts = "; ".join(escape_text(fact) for fact in era.facts)
+    return f"{era.layout.era} (chosen by {_CHOSEN_BY[era.chosen_by]}: {facts})"
+
+
 def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) -> str:
     """The human view of a report.
 
@@ -397,6 +414,7 @@ def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) 
                 ("target", f"{where} ({target.kind})"),
                 ("release", state.release or "-"),
                 ("symbols", symbols),
+                ("layout", render_era(state)),
                 ("KHO", _STATUS_TEXT[state.status]),
                 ("chain from", report.chain.source or "-"),
             ],

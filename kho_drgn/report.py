@@ -12,6 +12,7 @@ from typing import Any
 from drgn import Program, ProgramFlags
 
 from kho_drgn import __version__
+from kho_drgn.abi import EraDecision
 from kho_drgn.chain import KexecChain, build_chain, format_chain
 from kho_drgn.crash import CrashContext, crash_context
 from kho_drgn.findings import Finding, most_severe_first, warning
@@ -187,6 +188,17 @@ def scratch_to_dict(scratch: Scratch | None) -> dict[str, Any] | None:
     }
 
 
+def era_to_dict(era: EraDecision | None) -> dict[str, Any] | None:
+    """The layout era chosen and the facts that chose it."""
+    if era is None:
+        return None
+    return {
+        "layout": era.layout.era,
+        "chosen_by": era.chosen_by,
+        "facts": list(era.facts),
+    }
+
+
 def chain_to_dict(chain: KexecChain, line: str) -> dict[str, Any]:
     return {
         "line": line,
@@ -257,6 +269,7 @@ def report_to_dict(report: KhoReport, ranges: bool = False) -> dict[str, Any]:
             "path": report.target.path,
             "release": state.release,
             "symbols": report.target.symbols.value,
+            "era": era_to_dict(state.era),
         },
         "kho": {
             "status": state.status.value,

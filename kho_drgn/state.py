@@ -18,6 +18,7 @@ from kho_drgn.abi import (
     FDT_HEADER_SIZE,
     KEXEC_METADATA_NODE,
     ROOT_FDT_MAX_SIZE,
+    EraDecision,
 )
 from kho_drgn.fdt import (
     FdtError,
@@ -40,6 +41,7 @@ from kho_drgn.target import (
     has_kho_functions,
     kexec_metadata_layout,
     kho_enabled,
+    kho_era,
     kho_out_fdt_address,
     kho_out_finalized,
     read_fdt,
@@ -111,6 +113,8 @@ class KhoState:
     outgoing: Handover | None = None
     scratch: Scratch | None = None
     findings: list[Finding] = field(default_factory=list)
+    #: Which era's kho_in/kho_out layout applies, and the facts that chose it.
+    era: EraDecision | None = None
 
     def all_findings(self) -> Iterator[Finding]:
         yield from self.findings
@@ -310,6 +314,7 @@ def kho_state(prog: Program) -> KhoState:
         return state
 
     state.enabled = kho_enabled(prog)
+    state.era = kho_era(prog)
     state.kho_in = read_kho_in(prog)
     finalized = kho_out_finalized(prog)
     out_fdt = kho_out_fdt_address(prog) if finalized is not False else None

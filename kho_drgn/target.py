@@ -28,11 +28,13 @@ from drgn import (
 from kho_drgn.abi import (
     FDT_HEADER_SIZE,
     KEXEC_METADATA_V1,
-    KHO_LAYOUT_7_1,
+    KHO_LAYOUTS,
     KHO_SCRATCH_ENTRY_SIZE,
+    EraDecision,
     KhoLayout,
     MetadataLayout,
-    kho_layout_for_release,
+    decide_kho_era,
+    layout_by_era,
 )
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
 from kho_drgn.findings import Finding, error, warning
@@ -211,19 +213,84 @@ class KhoIn:
 
 
 def kho_layout(prog: Program) -> tuple[KhoLayout, list[Finding]]:
-    """The era layout of ``kho_in``/``kho_out`` for this release (no DWARF)."""
-    release = running_release(prog)
-    layout = kho_layout_for_release(release)
-    if layout is not None:
-        return layout, []
-    return KHO_LAYOUT_7_1, [
-        warning(
-            "symbols.layout-guess",
-            f"no DWARF for the KHO structs and no known layout for release "
-            f"{release!r}; using the 7.1+ layout",
-            "target",
-        )
-    ]
+    """The era layout of ``kho_in``/``kho_out`` (no DWARF), decided once."""
+    decision = kho_era(prog)
+    if decision.problem is None:
+        return decision.layout, []
+    code = (
+        "symbols.layout-guess"
+        if decision.chosen_by == "default"
+        else "symbols.era-mismatch"
+    )
+    return decision.layout, [warning(code, decision.problem, "target")]
+
+
+_ERA_KEY = "kho_drgn.era"
+
+
+def kho_era(prog: Program) -> EraDecision:
+    """Which era's layout fits this kernel, from the dump's own facts: DWARF
+    types when present, then the root FDT compatible found through each
+    era's offsets, then the release (:func:`kho_drgn.abi.decide_kho_era`)."""
+    cached = prog.cache.get(_ERA_KEY)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if symbol_source(prog) is SymbolSource.DWARF:
+        decision = _era_from_dwarf(prog)
+    else:
+        decision = decide_kho_era(running_release(prog), _probe_eras(prog))
+    prog.cache[_ERA_KEY] = decision
+    return decision
+
+
+def _era_from_dwarf(prog: Program) -> EraDecision:
+    names = {m.name for m in prog.type("struct kho_in").members or ()}
+    try:
+        out_names = {m.name for m in prog.type("struct kho_out").members or ()}
+    except TARGET_ERRORS:
+        out_names = set()
+    if "previous_release" in names:
+        era = "7.1+"
+    elif "ser" in out_names:
+        era = "6.16-6.18"
+    else:
+        era = "6.19-7.0"
+    return EraDecision(
+        layout_by_era(era), "dwarf", (f"DWARF struct kho_in/kho_out ({era})",)
+    )
+
+
+def _probe_eras(prog: Program) -> dict[str, str | None]:
+    """For each era: the root FDT compatible its offsets lead to, if any."""
+    probes: dict[str, str | None] = {}
+    kho_in = symbol_address(prog, "kho_in")
+    kho_out = symbol_address(prog, "kho_out")
+    for _, layout in KHO_LAYOUTS:
+        found = None
+        try:
+            if kho_in is not None:
+                phys = prog.read_word(kho_in + layout.in_fdt_phys)
+                found = _compatible_at(prog, phys, True) if phys else None
+            if found is None and kho_out is not None:
+                address = prog.read_word(kho_out + layout.out_fdt)
+                if address and layout.out_fdt_is_page:
+                    address = _page_to_virt_vmcoreinfo(prog, address) or 0
+                found = _compatible_at(prog, address, False) if address else None
+        except TARGET_ERRORS:
+            found = None
+        probes[layout.era] = found
+    return probes
+
+
+def _compatible_at(prog: Program, address: int, physical: bool) -> str | None:
+    """The root ``compatible`` of an FDT at ``address``, if one is there."""
+    from kho_drgn.fdt import decode_kho_fdt
+
+    try:
+        blob = read_fdt(prog, address, physical, 1 << 16)
+        return decode_kho_fdt(blob).compatible
+    except (FdtError, *TARGET_ERRORS):
+        return None
 
 
 def read_kho_in(prog: Program) -> KhoIn | None:
