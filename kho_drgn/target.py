@@ -338,9 +338,13 @@ def read_kho_in(prog: Program) -> KhoIn | None:
 
 
 def _kho_in_from_object(obj: Object) -> KhoIn:
+    try:
+        scratch_phys = obj.scratch_phys.value_()
+    except AttributeError:  # 7.4 renames the scratch areas "bootmem"
+        scratch_phys = obj.bootmem_phys.value_()
     kho_in = KhoIn(
         fdt_phys=obj.fdt_phys.value_(),
-        scratch_phys=obj.scratch_phys.value_(),
+        scratch_phys=scratch_phys,
         previous_release=None,
         kexec_count=None,
         has_metadata_copy=False,
@@ -521,17 +525,34 @@ class Scratch:
     handed_over: list[ScratchArea] | None = None
 
 
+#: The scratch array and its count: names up to 7.3, then 7.4's "bootmem"
+#: rename (announced; inferred from the rename patch, not seen in a dump).
+SCRATCH_SYMBOLS = (
+    ("kho_scratch", "kho_scratch_cnt"),
+    ("kho_bootmem", "kho_bootmem_cnt"),
+)
+
+
+def scratch_symbol_names(prog: Program) -> tuple[str, str]:
+    """The (array, count) symbol names this kernel uses for scratch areas."""
+    for names in SCRATCH_SYMBOLS:
+        if symbol_address(prog, names[0]) is not None:
+            return names
+    return SCRATCH_SYMBOLS[0]
+
+
 def read_scratch(prog: Program) -> Scratch | None:
     """Read ``kho_scratch``/``kho_scratch_cnt``; None if the kernel lacks them."""
     order = target_byteorder(prog)
+    array_name, count_name = scratch_symbol_names(prog)
     try:
-        ptr_obj = _dwarf_object(prog, "kho_scratch")
-        cnt_obj = _dwarf_object(prog, "kho_scratch_cnt")
+        ptr_obj = _dwarf_object(prog, array_name)
+        cnt_obj = _dwarf_object(prog, count_name)
         if ptr_obj is not None and cnt_obj is not None:
             pointer, count = ptr_obj.value_(), cnt_obj.value_()
         else:
-            ptr_sym = symbol_address(prog, "kho_scratch")
-            cnt_sym = symbol_address(prog, "kho_scratch_cnt")
+            ptr_sym = symbol_address(prog, array_name)
+            cnt_sym = symbol_address(prog, count_name)
             if ptr_sym is None or cnt_sym is None:
                 return None
             pointer = prog.read_word(ptr_sym)
