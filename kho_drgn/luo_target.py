@@ -535,6 +535,16 @@ def _merge_outgoing(
             findings=side.findings,
             where="outgoing",
         )
+    if not side.flbs:
+        # Serialized only at kexec: before, the registered FLBs hold the
+        # outgoing state (files depending on each, and its data handle).
+        side.flbs = [
+            LuoFlb(
+                name, state["outgoing_data"], state["outgoing_count"], source="kernel"
+            )
+            for name, state in kernel.registered_flbs.items()
+            if state["outgoing_count"]
+        ]
     _merge_registered(side.flbs, kernel, incoming=False)
     return side
 

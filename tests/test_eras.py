@@ -107,3 +107,49 @@ def test_wrong_era_vmlinux(dump: str, other: str) -> None:
     if truth.luo is not None:
         sessions = [s["name"] for s in report["luo"]["incoming"]["sessions"]]
         assert sessions == [s["name"] for s in truth.luo["incoming"]["sessions"]]
+
+
+def test_luo_kallsyms_offsets_match_dwarf() -> None:
+    """The 7.2 offsets the kallsyms path reads the LUO variables at are the
+    ones the 7.2.13 vmlinux's DWARF gives."""
+    from drgn import offsetof
+
+    from kho_drgn.luo_target import LAYOUT_7_2 as L
+
+    vmcore, vmlinux = fixture_files(load_truth("luo-in"))
+    prog = drgn.Program()
+    prog.set_core_dump(str(vmcore))
+    prog.load_debug_info([str(vmlinux)])
+
+    def off(type_name: str, member: str) -> int:
+        return offsetof(prog.type(type_name), member)
+
+    glob = prog["luo_global"].type_
+    assert off_anon(glob, "luo_ser_out") == L.global_ser_out
+    assert off_anon(glob, "liveupdate_num") == L.global_liveupdate_num
+    sessions = "struct luo_session_global"
+    assert off(sessions, "incoming") == L.sessions_incoming
+    assert off(sessions, "outgoing") == L.sessions_outgoing
+    header = "struct luo_session_header"
+    assert off(header, "list") == L.header_list
+    assert off(header, "block_set.head_pa") == L.header_head_pa
+    flb = "struct luo_flb_global"
+    assert off(flb, "incoming.header_ser") == L.flb_incoming_header
+    assert off(flb, "outgoing.header_ser") == L.flb_outgoing_header
+    session = "struct luo_session"
+    assert off(session, "name") == L.session_name
+    assert off(session, "list") == L.session_list
+    assert off(session, "retrieved") == L.session_retrieved
+    assert off(session, "file_set.files_list") == L.session_files_list
+    file = "struct luo_file"
+    assert off(file, "fh") == L.file_fh
+    assert off(file, "serialized_data") == L.file_serialized_data
+    assert off(file, "retrieve_status") == L.file_retrieve_status
+    assert off(file, "list") == L.file_list
+    assert off(file, "token") == L.file_token
+    handler = "struct liveupdate_file_handler"
+    assert off(handler, "compatible") == L.handler_compatible
+
+
+def off_anon(type_: Any, member: str) -> int:
+    return next(m.bit_offset // 8 for m in type_.members if m.name == member)

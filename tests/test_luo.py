@@ -264,3 +264,165 @@ def test_unterminated_session_name() -> None:
     side = decode_luo_blob(blob, "incoming", read_phys=mem.read)
     assert side.sessions[0].name is None
     assert [f.code for f in side.all_findings()] == ["luo.bad-string"]
+
+
+# --------------------------------------------------------------------------
+# The kernel's lists, through kallsyms at the 7.2 offsets, on a synthetic
+# program: sessions retrieved in the new kernel, and outgoing sessions of a
+# kernel that crashed before any kexec (the states the fixture cannot show).
+# --------------------------------------------------------------------------
+
+DIRECT_MAP = 0xFFFF888000000000
+KERNEL = 0xFFFFFFFF82000000
+
+
+class KernelImage:
+    """Kernel data at KERNEL plus physical memory seen through the direct map."""
+
+    def __init__(self, mem: PhysMem) -> None:
+        self.mem = mem
+        self.data = bytearray(0x4000)
+        self.symbols: dict[str, int] = {}
+        self.next = KERNEL
+
+    def var(self, name: str, size: int) -> int:
+        self.symbols[name] = self.next
+        self.next += (size + 63) // 64 * 64
+        return self.symbols[name]
+
+    def write(self, address: int, data: bytes) -> None:
+        if address >= KERNEL:
+            at = address - KERNEL
+            self.data[at : at + len(data)] = data
+        else:
+            self.mem.write(address - DIRECT_MAP, data)
+
+    def word(self, address: int, value: int) -> None:
+        self.write(address, struct.pack("<Q", value))
+
+    def program(self) -> object:
+        import drgn
+
+        platform = drgn.Platform(
+            drgn.Architecture.X86_64,
+            drgn.PlatformFlags.IS_64_BIT | drgn.PlatformFlags.IS_LITTLE_ENDIAN,
+        )
+        prog = drgn.Program(platform)
+        kernel = bytes(self.data)
+        prog.add_memory_segment(
+            KERNEL, len(kernel), lambda a, n, o, p: kernel[o : o + n]
+        )
+        prog.add_memory_segment(
+            DIRECT_MAP, 1 << 32, lambda a, n, o, p: self.mem.read(o, n)
+        )
+        prog.add_memory_segment(
+            0, 1 << 32, lambda a, n, o, p: self.mem.read(a, n), True
+        )
+        symbols = [
+            drgn.Symbol(
+                name, address, 64, drgn.SymbolBinding.GLOBAL, drgn.SymbolKind.OBJECT
+            )
+            for name, address in self.symbols.items()
+        ]
+
+        def find(
+            prog: object, name: str | None, address: int | None, one: bool
+        ) -> list:
+            return [
+                s
+                for s in symbols
+                if (name is None or s.name == name)
+                and (address is None or s.address <= address < s.address + s.size)
+            ]
+
+        prog.register_symbol_finder("test", find, enable_index=0)
+        prog.cache["kho_drgn.symbols"] = "kallsyms"  # no DWARF: the offsets
+        return prog
+
+
+def _list(image: KernelImage, head: int, entries: list[int]) -> None:
+    """Link ``entries`` (addresses of their list_head) after ``head``."""
+    nodes = [head, *entries]
+    for i, node in enumerate(nodes):
+        image.word(node, nodes[(i + 1) % len(nodes)])
+        image.word(node + 8, nodes[i - 1])
+
+
+def _session(
+    image: KernelImage,
+    name: str,
+    retrieved: int,
+    files: list[tuple[int, int, int]],
+    handler: int,
+) -> int:
+    """A struct luo_session with struct luo_files (token, status, data)."""
+    base = DIRECT_MAP + image.mem.alloc()
+    image.write(base, cstr(name, 64))
+    image.write(base + 80, bytes([retrieved]))
+    entries = []
+    for token, status, data in files:
+        file = DIRECT_MAP + image.mem.alloc()
+        image.word(file, handler)
+        image.word(file + 16, data)
+        image.write(file + 32, struct.pack("<i", status))
+        image.word(file + 80, token)
+        entries.append(file + 64)
+    _list(image, base + 88, entries)
+    return base + 64
+
+
+def test_kernel_lists_retrieved_and_preserving() -> None:
+    from kho_drgn.luo_target import luo_state, read_kernel_luo
+    from kho_drgn.state import KhoState, KhoStatus
+    from kho_drgn.target import SymbolSource
+
+    mem = PhysMem()
+    image = KernelImage(mem)
+    glob = image.var("luo_global", 24)
+    sessions = image.var("luo_session_global", 256)
+    image.var("luo_flb_global", 72)
+    image.word(image.var("page_offset_base", 8), DIRECT_MAP)
+    handler = image.var("memfd_luo_handler", 88)
+    image.write(handler + 8, cstr("memfd-v2", 48))
+    image.word(glob + 16, 3)  # liveupdate_num
+    out_memfd = memfd(mem, 8192, 10, 0x1, [40, 41])
+    _list(
+        image,
+        sessions + 8,
+        [
+            _session(image, "back", 1, [(0x42, 1, 0)], handler),
+            _session(image, "waiting", 0, [(0x43, 0, 0)], handler),
+        ],
+    )
+    _list(
+        image,
+        sessions + 128 + 8,
+        [
+            _session(image, "going", 0, [(0x99, 0, out_memfd)], handler),
+        ],
+    )
+    prog = image.program()
+
+    kernel = read_kernel_luo(prog)
+    assert kernel is not None and kernel.source == "kallsyms"
+    assert kernel.liveupdate_num == 3
+    assert [(s.name, s.state) for s in kernel.incoming_sessions] == [
+        ("back", "retrieved"),
+        ("waiting", "restored"),
+    ]
+    back = kernel.incoming_sessions[0].files[0]
+    assert (back.compatible, back.token, back.retrieved) == ("memfd-v2", 0x42, "yes")
+
+    state = KhoState(SymbolSource.KALLSYMS, "7.2.0", KhoStatus.COLD_BOOT)
+    luo = luo_state(prog, state, {})
+    assert luo is not None and luo.kernel_source == "kallsyms"
+    assert luo.outgoing is not None and luo.outgoing.source == "kernel"
+    (going,) = luo.outgoing.sessions
+    assert (going.name, going.state, going.file_count) == ("going", "preserving", 1)
+    (file,) = going.files
+    assert (file.token, file.retrieved) == (0x99, "no")
+    assert file.memfd is not None
+    assert (file.memfd.size, file.memfd.pos, file.memfd.seals) == (8192, 10, 1)
+    assert [f.pfn for f in file.memfd.folios] == [40, 41]
+    assert luo.incoming is not None and luo.incoming.source == "kernel"
+    assert [s.state for s in luo.incoming.sessions] == ["retrieved", "restored"]
