@@ -88,6 +88,15 @@ class LuoKernelLayout:
     file_list: int = 64
     file_token: int = 80
     handler_compatible: int = 8
+    flb_global_list: int = 48
+    flb_compatible: int = 8
+    flb_private_list: int = 56
+    flb_out_count: int = 72
+    flb_out_data: int = 80
+    flb_in_count: int = 128
+    flb_in_data: int = 136
+    flb_in_finished: int = 176
+    flb_in_retrieve_status: int = 180
 
 
 LAYOUT_7_2 = LuoKernelLayout()
@@ -105,7 +114,7 @@ class KernelLuo:
     outgoing_sessions: list[LuoSession] = field(default_factory=list)
     incoming_flb_header: int | None = None
     outgoing_flb_header: int | None = None
-    #: name -> registered ``liveupdate_flb`` state (DWARF only).
+    #: name -> registered ``liveupdate_flb`` state.
     registered_flbs: dict[str, dict[str, Any]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
 
@@ -268,6 +277,7 @@ def _kernel_luo_kallsyms(prog: Program) -> KernelLuo:
                 byteorder,
             )
         if flbs is not None:
+            kernel.registered_flbs = _flbs_kallsyms(prog, flbs + layout.flb_global_list)
             for attr, offset in (
                 ("incoming_flb_header", layout.flb_incoming_header),
                 ("outgoing_flb_header", layout.flb_outgoing_header),
@@ -278,7 +288,7 @@ def _kernel_luo_kallsyms(prog: Program) -> KernelLuo:
                     attr,
                     virt_to_phys_or_none(prog, pointer) if pointer else None,
                 )
-    except FaultError as e:
+    except TARGET_ERRORS as e:
         kernel.findings.append(
             warning("memory.missing", f"LUO kernel variables: {e}", "luo")
         )
@@ -289,10 +299,33 @@ def _list_entries(prog: Program, head: int, offset: int) -> Iterator[int]:
     """Addresses of the entries of a kernel list, bounded and loop-checked."""
     seen = {head}
     node = prog.read_word(head)
-    while node not in seen and len(seen) <= MAX_LIST:
+    while node > offset and node not in seen and len(seen) <= MAX_LIST:
         seen.add(node)
         yield node - offset
         node = prog.read_word(node)
+
+
+def _flbs_kallsyms(prog: Program, head: int) -> dict[str, dict[str, Any]]:
+    """The registered ``liveupdate_flb`` objects, at the 7.2 offsets."""
+    layout = LAYOUT_7_2
+    flbs: dict[str, dict[str, Any]] = {}
+
+    def u32(address: int, signed: bool = False) -> int:
+        return int.from_bytes(prog.read(address, 4), "little", signed=signed)
+
+    for flb in _list_entries(prog, head, layout.flb_private_list):
+        name, _ = decode_c_string(prog.read(flb + layout.flb_compatible, 48), "", "")
+        if name is None:
+            break  # not an FLB: the offsets do not fit this kernel
+        flbs[name] = {
+            "incoming_data": prog.read_word(flb + layout.flb_in_data),
+            "incoming_count": u32(flb + layout.flb_in_count),
+            "retrieve_status": u32(flb + layout.flb_in_retrieve_status, True),
+            "finished": bool(prog.read(flb + layout.flb_in_finished, 1)[0]),
+            "outgoing_data": prog.read_word(flb + layout.flb_out_data),
+            "outgoing_count": u32(flb + layout.flb_out_count),
+        }
+    return flbs
 
 
 def _sessions_kallsyms(

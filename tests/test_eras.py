@@ -149,7 +149,54 @@ def test_luo_kallsyms_offsets_match_dwarf() -> None:
     assert off(file, "token") == L.file_token
     handler = "struct liveupdate_file_handler"
     assert off(handler, "compatible") == L.handler_compatible
+    assert off(flb, "list") == L.flb_global_list
+    lflb = "struct liveupdate_flb"
+    assert off(lflb, "compatible") == L.flb_compatible
+    assert off(lflb, "private.list") == L.flb_private_list
+    assert off(lflb, "private.outgoing.count") == L.flb_out_count
+    assert off(lflb, "private.outgoing.data") == L.flb_out_data
+    assert off(lflb, "private.incoming.count") == L.flb_in_count
+    assert off(lflb, "private.incoming.data") == L.flb_in_data
+    assert off(lflb, "private.incoming.finished") == L.flb_in_finished
+    assert off(lflb, "private.incoming.retrieve_status") == L.flb_in_retrieve_status
 
 
 def off_anon(type_: Any, member: str) -> int:
     return next(m.bit_offset // 8 for m in type_.members if m.name == member)
+
+
+def _luo_damaged(case: str) -> Path:
+    """luo-in with its first session block claiming 999 sessions, or with
+    the second session's file block linked to itself."""
+    truth = load_truth("luo-in")
+    vmcore, _ = fixture_files(truth)
+    assert truth.luo is not None
+    walk = truth.luo["incoming"]
+    core = read_elf_core(vmcore)
+    if case == "bad-count":
+        at = walk["kernel_vars"]["incoming_sessions_head_pa"] + 8
+        patch = (core.phys_to_offset(at, 8), (999).to_bytes(8, "little"))
+    else:
+        at = walk["sessions"][1]["files_pa"]
+        patch = (core.phys_to_offset(at, 8), at.to_bytes(8, "little"))
+    out = cache_dir() / "corrupt" / f"luo-in.{case}.vmcore"
+    return write_sparse_copy(
+        SparseSource(vmcore), out, Damage((patch,), description=case)
+    )
+
+
+@pytest.mark.parametrize("debug", ["dwarf", "kallsyms"])
+@pytest.mark.parametrize("case", ["bad-count", "cycle"])
+def test_luo_damaged_blocks(case: str, debug: str) -> None:
+    damaged = _luo_damaged(case)
+    _, vmlinux = fixture_files(load_truth("luo-in"))
+    symbols = ("-s", str(vmlinux)) if debug == "dwarf" else ("--no-default-symbols",)
+    status, report, stderr = run("-c", str(damaged), *symbols)
+    assert status == 0, stderr
+    assert codes(report)[f"luo.{case}"] == "error"
+    sessions = report["luo"]["incoming"]["sessions"]
+    if case == "bad-count":
+        assert sessions == []  # nothing made up
+    else:  # the loop is cut after one pass: every file read once
+        assert [len(s["files"]) for s in sessions] == [2, 1, 0]
+    assert report["chain"]["kexec_count"] == 1  # the rest of the report stands

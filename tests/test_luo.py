@@ -380,7 +380,8 @@ def test_kernel_lists_retrieved_and_preserving() -> None:
     image = KernelImage(mem)
     glob = image.var("luo_global", 24)
     sessions = image.var("luo_session_global", 256)
-    image.var("luo_flb_global", 72)
+    flbs = image.var("luo_flb_global", 72)
+    _list(image, flbs + 48, [])  # no FLB registered
     image.word(image.var("page_offset_base", 8), DIRECT_MAP)
     handler = image.var("memfd_luo_handler", 88)
     image.write(handler + 8, cstr("memfd-v2", 48))
