@@ -148,36 +148,72 @@ def _has_luo(prog: Program) -> bool:
     return symbol_address(prog, "luo_global") is not None
 
 
-def read_kernel_luo(prog: Program) -> KernelLuo | None:
-    """The 7.2+ LUO variables; None when the kernel has none (no LUO, or the
-    FDT-era LUO of 6.19/7.1, whose state lives in the sub-node)."""
+def read_kernel_luo(
+    prog: Program, serialized_form: str | None = LUO_V5
+) -> KernelLuo | None:
+    """The kernel's LUO variables; None when the kernel has none.
+
+    With DWARF every part the kernel's types have is read (7.2+ fully; the
+    session lists of 6.19/7.1 as far as their types match).  Without DWARF
+    the 7.2 offsets are used only when this kernel's own LUO blob is
+    ``serialized_form`` ``luo-v5``: the FDT-era structs (6.19, 7.1) differ.
+    """
     if not _has_luo(prog) or symbol_address(prog, "luo_session_global") is None:
         return None
     if symbol_source(prog) is SymbolSource.DWARF:
         try:
+            prog.type("struct luo_session")
             return _kernel_luo_dwarf(prog)
-        except (AttributeError, LookupError):
-            pass  # DWARF without these types: fall back to the offsets
+        except LookupError:
+            pass  # DWARF without the LUO types: as without DWARF
+    if serialized_form != LUO_V5:
+        return None
     return _kernel_luo_kallsyms(prog)
+
+
+def _part(kernel: KernelLuo, what: str, read: Any) -> None:
+    """Run one read of the kernel's LUO state; a member this kernel's types
+    lack skips that part, a missing page is a finding."""
+    try:
+        read()
+    except AttributeError:
+        pass  # another era's types: not this part
+    except FaultError as e:
+        kernel.findings.append(
+            warning("memory.missing", f"LUO kernel variables ({what}): {e}", "luo")
+        )
 
 
 def _kernel_luo_dwarf(prog: Program) -> KernelLuo:
     from drgn.helpers.linux.list import list_for_each_entry
 
     kernel = KernelLuo("dwarf")
-    try:
-        glob = prog["luo_global"]
+    glob = prog["luo_global"]
+    sessions = prog["luo_session_global"]
+
+    def number() -> None:
         kernel.liveupdate_num = glob.liveupdate_num.value_()
-        ser_out = glob.luo_ser_out.value_()
-        kernel.ser_out_phys = virt_to_phys_or_none(prog, ser_out) if ser_out else None
-        sessions = prog["luo_session_global"]
-        incoming = sessions.incoming
-        kernel.incoming_head_pa = incoming.block_set.head_pa.value_() or None
-        kernel.incoming_sessions = _sessions_dwarf(prog, incoming.list, True)
+
+    def ser_out() -> None:
+        address = glob.luo_ser_out.value_()
+        kernel.ser_out_phys = virt_to_phys_or_none(prog, address) if address else None
+
+    def head() -> None:
+        kernel.incoming_head_pa = sessions.incoming.block_set.head_pa.value_() or None
+
+    def incoming() -> None:
+        kernel.incoming_sessions = _sessions_dwarf(prog, sessions.incoming.list, True)
+
+    def outgoing() -> None:
         kernel.outgoing_sessions = _sessions_dwarf(prog, sessions.outgoing.list, False)
+
+    def flb_headers() -> None:
         flbs = prog["luo_flb_global"]
         kernel.incoming_flb_header = _virt_phys(prog, flbs.incoming.header_ser)
         kernel.outgoing_flb_header = _virt_phys(prog, flbs.outgoing.header_ser)
+
+    def registered() -> None:
+        flbs = prog["luo_flb_global"]
         for i, flb in enumerate(
             list_for_each_entry(
                 "struct liveupdate_flb", flbs.list.address_of_(), "private.list"
@@ -195,10 +231,17 @@ def _kernel_luo_dwarf(prog: Program) -> KernelLuo:
                 "outgoing_data": private.outgoing.data.value_(),
                 "outgoing_count": private.outgoing.count.refs.counter.value_(),
             }
-    except FaultError as e:
-        kernel.findings.append(
-            warning("memory.missing", f"LUO kernel variables: {e}", "luo")
-        )
+
+    for what, read in (
+        ("luo_global.liveupdate_num", number),
+        ("luo_global.luo_ser_out", ser_out),
+        ("incoming session blocks", head),
+        ("incoming sessions", incoming),
+        ("outgoing sessions", outgoing),
+        ("FLB headers", flb_headers),
+        ("registered FLBs", registered),
+    ):
+        _part(kernel, what, read)
     return kernel
 
 
@@ -403,15 +446,16 @@ def luo_state(
     preserved: dict[str, PreservedMemory] | None = None,
 ) -> LuoState | None:
     """Read both LUO sides; None when the target has no LUO at all."""
+    incoming = _blob_side(prog, state.incoming)
+    outgoing = _blob_side(prog, state.outgoing)
+    forms = {side.compatible for side in (incoming, outgoing) if side is not None}
     try:
-        kernel = read_kernel_luo(prog)
+        kernel = read_kernel_luo(prog, LUO_V5 if LUO_V5 in forms else None)
     except TARGET_ERRORS as e:
         kernel = KernelLuo("unreadable")
         kernel.findings.append(
             warning("luo.unreadable", f"LUO kernel variables: {e}", "luo")
         )
-    incoming = _blob_side(prog, state.incoming)
-    outgoing = _blob_side(prog, state.outgoing)
     if kernel is None and incoming is None and outgoing is None:
         return None
     result = LuoState(

@@ -373,7 +373,7 @@ def _session(
 
 def test_kernel_lists_retrieved_and_preserving() -> None:
     from kho_drgn.luo_target import luo_state, read_kernel_luo
-    from kho_drgn.state import KhoState, KhoStatus
+    from kho_drgn.state import Handover, KhoState, KhoStatus
     from kho_drgn.target import SymbolSource
 
     mem = PhysMem()
@@ -414,9 +414,15 @@ def test_kernel_lists_retrieved_and_preserving() -> None:
     back = kernel.incoming_sessions[0].files[0]
     assert (back.compatible, back.token, back.retrieved) == ("memfd-v2", 0x42, "yes")
 
+    # This kernel's outgoing LUO blob, as a cold-booted 7.2 kernel has it
+    # before any kexec: sessions_pa 0 (written at kexec time only).
+    blob = mem.alloc()
+    mem.write(blob, cstr("luo-v5", 8) + struct.pack("<QQQ", 4, 0, 0))
     state = KhoState(SymbolSource.KALLSYMS, "7.2.0", KhoStatus.COLD_BOOT)
+    state.outgoing = Handover("outgoing", None, fdt=_kho_root_with_luo(blob))
     luo = luo_state(prog, state, {})
     assert luo is not None and luo.kernel_source == "kallsyms"
+    assert luo.outgoing is not None and luo.outgoing.liveupdate_num == 4
     assert luo.outgoing is not None and luo.outgoing.source == "kernel"
     (going,) = luo.outgoing.sessions
     assert (going.name, going.state, going.file_count) == ("going", "preserving", 1)
@@ -427,3 +433,31 @@ def test_kernel_lists_retrieved_and_preserving() -> None:
     assert [f.pfn for f in file.memfd.folios] == [40, 41]
     assert luo.incoming is not None and luo.incoming.source == "kernel"
     assert [s.state for s in luo.incoming.sessions] == ["retrieved", "restored"]
+
+
+def _kho_root_with_luo(blob_phys: int) -> object:
+    from kho_drgn.fdt import decode_kho_fdt
+
+    fdt = libfdt.FdtSw()
+    fdt.finish_reservemap()
+    with fdt.add_node(""):
+        fdt.property_string("compatible", "kho-v4")
+        fdt.property("preserved-memory-map", struct.pack("<Q", 0))
+        with fdt.add_node("LUO"):
+            fdt.property("preserved-data", struct.pack("<Q", blob_phys))
+            fdt.property("blob-size", struct.pack("<Q", 32))
+    return decode_kho_fdt(bytes(fdt.as_fdt().as_bytearray()))
+
+
+def test_fdt_era_luo_is_not_read_at_the_72_offsets() -> None:
+    """Without DWARF, a kernel whose LUO blob is the luo-v1 FDT (6.19, 7.1)
+    is read from its sub-node only: the 7.2 offsets do not apply."""
+    from kho_drgn.luo_target import read_kernel_luo
+
+    image = KernelImage(PhysMem())
+    image.var("luo_global", 24)
+    image.var("luo_session_global", 256)
+    prog = image.program()
+    assert read_kernel_luo(prog, "luo-v1") is None
+    assert read_kernel_luo(prog, None) is None
+    assert read_kernel_luo(prog, "luo-v5") is not None
