@@ -409,8 +409,11 @@ def _sessions_kallsyms(
     return sessions
 
 
-def _blob_side(prog: Program, handover: Handover | None) -> LuoSide | None:
-    """Decode the ``LUO`` sub-node of a handover, following its pointers."""
+def _blob_side(
+    prog: Program, handover: Handover | None, follow: bool = True
+) -> LuoSide | None:
+    """Decode the ``LUO`` sub-node of a handover; with ``follow``, walk the
+    sessions and FLBs it points to."""
     if handover is None or handover.fdt is None:
         return None
     ref = handover.fdt.subtree(LUO_NODE)
@@ -435,7 +438,7 @@ def _blob_side(prog: Program, handover: Handover | None) -> LuoSide | None:
         direction,
         target_byteorder(prog),
         blob_phys=ref.phys,
-        read_phys=lambda a, n: read_phys(prog, a, n),
+        read_phys=_reader(prog) if follow else None,
         missing=(FaultError,),
     )
 
@@ -445,9 +448,14 @@ def luo_state(
     state: KhoState,
     preserved: dict[str, PreservedMemory] | None = None,
 ) -> LuoState | None:
-    """Read both LUO sides; None when the target has no LUO at all."""
-    incoming = _blob_side(prog, state.incoming)
-    outgoing = _blob_side(prog, state.outgoing)
+    """Read both LUO sides; None when the target has no LUO at all.
+
+    The kernel's variables come first (they outlive the incoming blob and
+    hold outgoing sessions before they are serialized); the blobs' pointers
+    are followed where the kernel says nothing.
+    """
+    incoming = _blob_side(prog, state.incoming, follow=False)
+    outgoing = _blob_side(prog, state.outgoing, follow=False)
     forms = {side.compatible for side in (incoming, outgoing) if side is not None}
     try:
         kernel = read_kernel_luo(prog, LUO_V5 if LUO_V5 in forms else None)
@@ -456,6 +464,9 @@ def luo_state(
         kernel.findings.append(
             warning("luo.unreadable", f"LUO kernel variables: {e}", "luo")
         )
+    if kernel is None:  # the blobs alone (the FDT era, or no symbols)
+        incoming = _blob_side(prog, state.incoming)
+        outgoing = _blob_side(prog, state.outgoing)
     if kernel is None and incoming is None and outgoing is None:
         return None
     result = LuoState(
@@ -551,23 +562,27 @@ def _merge_incoming(
         side.flbs_pa = kernel.incoming_flb_header
         side.sessions = []
         side.flbs = []
+    # Deserialized sessions are on the list (and their blocks freed); else
+    # the blocks, where the kernel keeps their head, else where the blob says.
+    head = kernel.incoming_head_pa or (side.sessions_pa if side.blob == "intact" else 0)
     if kernel.incoming_sessions:
         side.source = "kernel"
         side.sessions = kernel.incoming_sessions
-    elif not side.sessions and kernel.incoming_head_pa:
+    elif head:
         side.source = "serialized"
         side.sessions = walk_sessions(
             read,
-            kernel.incoming_head_pa,
+            head,
             byteorder,
             missing=(FaultError,),
             findings=side.findings,
             where="incoming",
         )
-    if not side.flbs and kernel.incoming_flb_header:
+    flbs = kernel.incoming_flb_header or (side.flbs_pa if side.blob == "intact" else 0)
+    if flbs:
         side.flbs = walk_flbs(
             read,
-            kernel.incoming_flb_header,
+            flbs,
             byteorder,
             missing=(FaultError,),
             findings=side.findings,
@@ -595,19 +610,30 @@ def _merge_outgoing(
                     "outgoing",
                     target_byteorder(prog),
                     blob_phys=kernel.ser_out_phys,
-                    read_phys=_reader(prog),
-                    missing=(FaultError,),
                 )
             except FaultError:
                 pass
-    if not side.sessions and kernel.outgoing_sessions:
+    read, byteorder = _reader(prog), target_byteorder(prog)
+    intact = side.blob == "intact"
+    if intact and side.sessions_pa:  # serialized: the kexec was under way
+        side.source = "serialized"
+        side.sessions = walk_sessions(
+            read,
+            side.sessions_pa,
+            byteorder,
+            missing=(FaultError,),
+            findings=side.findings,
+            where="outgoing",
+        )
+    elif kernel.outgoing_sessions:
         side.source = "kernel"
         side.sessions = kernel.outgoing_sessions
-    if not side.flbs and kernel.outgoing_flb_header:
+    flbs = (side.flbs_pa if intact else 0) or kernel.outgoing_flb_header
+    if flbs:
         side.flbs = walk_flbs(
-            _reader(prog),
-            kernel.outgoing_flb_header,
-            target_byteorder(prog),
+            read,
+            flbs,
+            byteorder,
             missing=(FaultError,),
             findings=side.findings,
             where="outgoing",
