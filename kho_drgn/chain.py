@@ -117,11 +117,15 @@ def build_chain(
             _check_boot_line(chain, boot_line, log_lines, log_wrapped)
         )
     chain.findings.extend(_kernel_complaints(log_lines or []))
-    _without_metadata(state, chain)
+    _without_metadata(state, chain, log_lines or [])
     return chain
 
 
-def _without_metadata(state: KhoState, chain: KexecChain) -> None:
+#: What every KHO-booted kernel logs early, whatever its release.
+FOUND_HANDOVER = "KHO: found kexec handover data"
+
+
+def _without_metadata(state: KhoState, chain: KexecChain, lines: list[str]) -> None:
     """What is still known when the kernel predates kexec-metadata (7.1):
     that a KHO kexec happened (kho_in and the incoming FDT), not how many or
     from which kernel; the boot line is not expected (it came with 7.1)."""
@@ -135,7 +139,12 @@ def _without_metadata(state: KhoState, chain: KexecChain) -> None:
     chain.predates_metadata = True
     chain.findings = [f for f in chain.findings if f.code != "log.boot-line-gone"]
     if state.status is KhoStatus.KEXEC and chain.source is None:
-        chain.source = "kho_in and the incoming FDT (no kexec-metadata before 7.1)"
+        logged = any(FOUND_HANDOVER in line for line in lines)
+        chain.source = (
+            "kho_in and the incoming FDT"
+            + (f", and the boot line {FOUND_HANDOVER!r}" if logged else "")
+            + " (no kexec-metadata before 7.1)"
+        )
     if any(f.code == "kho.not-finalized" for f in state.findings):
         chain.next_note = "nothing prepared (KHO not finalized)"
     elif state.outgoing is not None and state.outgoing.fdt is not None:
