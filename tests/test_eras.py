@@ -200,3 +200,25 @@ def test_luo_damaged_blocks(case: str, debug: str) -> None:
     else:  # the loop is cut after one pass: every file read once
         assert [len(s["files"]) for s in sessions] == [2, 1, 0]
     assert report["chain"]["kexec_count"] == 1  # the rest of the report stands
+
+
+@pytest.mark.parametrize("name", ["luo-in", "chain-ab"])
+def test_debugfs_snapshots_of_the_other_eras(name: str) -> None:
+    """kho-debugfs on the guests' own debugfs copies: the LUO blobs (the
+    incoming one reused, not shown), 6.18's kho-v1 sub-FDTs and scratch."""
+    from kho_drgn.debugfs import debugfs_to_dict, decode_debugfs
+
+    truth = load_truth(name)
+    report = debugfs_to_dict(decode_debugfs(truth.debugfs), truth.release)
+    assert not [f for f in report["findings"] if f["severity"] == "error"]
+    assert report["scratch"]
+    if name == "luo-in":
+        views = {v["name"]: v for v in report["incoming"]["subtrees"]}
+        assert views["LUO"]["kind"] == "luo"
+        assert views["LUO"]["fields"] == {"blob": "reused"}
+        out = {v["name"]: v for v in report["outgoing"]["subtrees"]}["LUO"]
+        assert (out["compatible"], out["fields"]["liveupdate_num"]) == ("luo-v5", 2)
+    else:
+        out = {v["name"]: v for v in report["outgoing"]["subtrees"]}
+        assert out["kho_test"]["fields"]["nr_folios"] == 14
+        assert out["memblock"]["entries"][0]["name"] == "khotest"
