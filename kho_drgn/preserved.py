@@ -348,6 +348,17 @@ def preserved_memory(
                     "incoming",
                 )
             ]
+        elif incoming and _emptied_since_boot(handover, summary):
+            result.findings.append(
+                info(
+                    "memmap.incoming-reused",
+                    "the incoming map lists no preserved block although the "
+                    "previous kernel handed over subtrees (whose memory it "
+                    "preserved): the map's pages were cleared or reused since "
+                    "boot, so it no longer says what was preserved",
+                    "incoming",
+                )
+            )
         if incoming and scan_pages and state.status is KhoStatus.KEXEC:
             layout = page_layout(prog)
             if layout is None:
@@ -371,6 +382,20 @@ def preserved_memory(
             result.findings.extend(check_blobs_preserved(handover, summary))
         results.append(result)
     return results
+
+
+def _emptied_since_boot(handover: Handover, summary: MemoryMapSummary | None) -> bool:
+    """A whole incoming map with no block, from a kernel that handed over
+    subtrees: impossible as handed over (each subtree's data is preserved
+    memory), so its root page was zeroed or reused after boot (seen on 6.18.5
+    and 7.2.13 dumps whose root page is all zeros)."""
+    return (
+        summary is not None
+        and summary.complete
+        and summary.blocks == 0
+        and handover.fdt is not None
+        and any(ref.phys for ref in handover.fdt.subtrees)
+    )
 
 
 def _note_scan(scan: MagicScan, findings: list[Finding]) -> None:

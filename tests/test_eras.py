@@ -222,3 +222,17 @@ def test_debugfs_snapshots_of_the_other_eras(name: str) -> None:
         out = {v["name"]: v for v in report["outgoing"]["subtrees"]}
         assert out["kho_test"]["fields"]["nr_folios"] == 14
         assert out["memblock"]["entries"][0]["name"] == "khotest"
+
+
+@pytest.mark.parametrize("name", ["luo-in", "chain-ab"])
+def test_incoming_map_emptied_since_boot(name: str) -> None:
+    """Both dumps' incoming map root page is all zeros by crash time: an empty
+    map from a kernel that handed over subtrees is said to be reused, not
+    shown as a whole map of nothing."""
+    vmcore, _ = fixture_files(load_truth(name))
+    status, report, stderr = run("-c", str(vmcore), "--no-default-symbols")
+    assert status == 0, stderr
+    incoming = report["kho"]["incoming"]
+    assert incoming["memory_map"]["map"]["blocks"] == 0
+    assert incoming["subtrees"]
+    assert codes(report)["memmap.incoming-reused"] == "info"
