@@ -171,6 +171,16 @@ def main() -> int:
             fx / "kho-7.2-kdump/kdump.vmcore.xz",
             fx / "kho-7.2-kdump" / vmlinux_name,
         ),
+        # LUO sessions read from the kernel's variables and blocks.
+        "luo-in": (
+            fx / "kho-7.2-luo/luo-in.vmcore.xz",
+            fx / "kho-7.2-luo/vmlinux-7.2.13-kho-l.xz",
+        ),
+        # The 6.16-6.18 era: chunk-list maps, era probing without DWARF.
+        "chain-ab": (
+            fx / "kho-6.18/chain-ab.vmcore.xz",
+            fx / "kho-6.18/vmlinux-6.18.5-kho-618a.xz",
+        ),
     }
     compile_bytecode()
     drgn = [sys.executable, "-m", "drgn", "--quiet"]

@@ -33,6 +33,9 @@ _EXPORTS = {
     "KhoReport": "kho_drgn.report",
     "kho_report": "kho_drgn.report",
     "report_to_dict": "kho_drgn.report",
+    "LuoState": "kho_drgn.luo_target",
+    "luo_state": "kho_drgn.luo_target",
+    "decode_luo_blob": "kho_drgn.luo",
     "KhoState": "kho_drgn.state",
     "KhoStatus": "kho_drgn.state",
     "for_each_handover": "kho_drgn.state",
@@ -45,17 +48,20 @@ __all__ = (
     "KhoReport",
     "KhoState",
     "KhoStatus",
+    "LuoState",
     "SubtreeView",
     "build_chain",
     "decode_debugfs",
     "decode_kexec_metadata",
     "decode_kho_fdt",
+    "decode_luo_blob",
     "decode_subtree",
     "for_each_handover",
     "for_each_preserved_block",
     "kexec_chain",
     "kho_report",
     "kho_state",
+    "luo_state",
     "preserved_memory",
     "read_debugfs_files",
     "report_to_dict",
@@ -67,6 +73,8 @@ if TYPE_CHECKING:
     from kho_drgn.debugfs import decode_debugfs, read_debugfs_files
     from kho_drgn.fdt import decode_kho_fdt
     from kho_drgn.helpers import kexec_chain, kho_state, preserved_memory
+    from kho_drgn.luo import decode_luo_blob
+    from kho_drgn.luo_target import LuoState, luo_state
     from kho_drgn.memmap import for_each_preserved_block, summarize_memory_map
     from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
     from kho_drgn.report import KhoReport, kho_report, report_to_dict

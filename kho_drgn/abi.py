@@ -153,6 +153,9 @@ class KhoLayout:
     #: 6.16..6.18), False when it is the FDT's direct-map address.
     out_fdt_is_page: bool
     in_previous_release_size: int = 65
+    #: Offset of ``kho_out.finalized`` where the outgoing FDT exists only
+    #: once KHO was finalized (6.16..6.18), else None.
+    out_finalized: int | None = None
 
 
 #: Eras by first (major, minor); the last one not after the release applies.
@@ -161,7 +164,9 @@ KHO_LAYOUTS: tuple[tuple[tuple[int, int], KhoLayout], ...] = (
     # head (48); dentry *dir; mutex (32); ser {struct page *fdt; ...}}.  The
     # 0/8/80 layout that dropping the notifiers and debugfs dir gave lived
     # only inside the 6.19 merge window.
-    ((6, 16), KhoLayout("6.16-6.18", 8, 16, None, None, 88, True)),
+    # ser {page *fdt; list_head; dentry *; kho_mem_track (16); chunk *}: 56
+    # bytes, then ``bool finalized`` at 144 (measured on 6.18.5 with DWARF).
+    ((6, 16), KhoLayout("6.16-6.18", 8, 16, None, None, 88, True, out_finalized=144)),
     ((6, 19), KhoLayout("6.19-7.0", 0, 8, None, None, 0, False)),
     ((7, 1), KhoLayout("7.1+", 0, 8, 16, 84, 0, False)),
 )
@@ -192,3 +197,76 @@ def kho_layout_for_release(release: str | None) -> KhoLayout | None:
         if version >= first:
             layout = candidate
     return layout
+
+
+#: Which ``kho_in``/``kho_out`` eras each root compatible can come from.
+ERAS_BY_COMPATIBLE: dict[str, tuple[str, ...]] = {
+    "kho-v1": ("6.16-6.18", "6.19-7.0"),
+    "kho-v2": ("7.1+",),
+    "kho-v3": ("7.1+",),
+    "kho-v4": ("7.1+",),
+}
+
+
+@dataclass(frozen=True)
+class EraDecision:
+    """The layout chosen for a kernel without DWARF, and the facts behind it."""
+
+    layout: KhoLayout
+    #: "dwarf", "fdt-compatible", "release" or "default".
+    chosen_by: str
+    #: The facts, in words, e.g. "root FDT kho-v1 at kho_in+8".
+    facts: tuple[str, ...] = ()
+    #: Set when the facts disagree or nothing decided (a finding's text).
+    problem: str | None = None
+
+
+def layout_by_era(era: str) -> KhoLayout:
+    return next(layout for _, layout in KHO_LAYOUTS if layout.era == era)
+
+
+def decide_kho_era(release: str | None, probes: dict[str, str | None]) -> EraDecision:
+    """Pick the ``kho_in``/``kho_out`` layout from the dump's own facts. Pure.
+
+    :param probes: era -> the root FDT compatible found through that era's
+        offsets (``None``: no FDT there).  A compatible that the era can
+        carry is the strongest fact short of DWARF; the release decides
+        between eras the FDT cannot tell apart, or alone when no FDT is found.
+    """
+    by_release = kho_layout_for_release(release)
+    facts = [f"release {release!r}" + ("" if by_release else " (not parseable)")]
+    fitting = []
+    for era, compatible in probes.items():
+        if compatible is None:
+            continue
+        abi = abi_for_compatible(compatible)
+        known = abi.compatible if abi is not None else None
+        eras = ERAS_BY_COMPATIBLE.get(known or "", ())
+        facts.append(f"root FDT {compatible!r} through the {era} offsets")
+        if era in eras:
+            fitting.append(era)
+        elif known is None and era == KHO_LAYOUTS[-1][1].era:
+            fitting.append(era)  # a newer compatible: the newest layout
+    if fitting:
+        if by_release is not None and by_release.era in fitting:
+            return EraDecision(by_release, "fdt-compatible", tuple(facts))
+        problem = None
+        if by_release is not None:
+            problem = (
+                f"release {release!r} implies the {by_release.era} layout, but "
+                f"the root FDT is found only through the {fitting[0]} offsets: "
+                "using those"
+            )
+        return EraDecision(
+            layout_by_era(fitting[0]), "fdt-compatible", tuple(facts), problem
+        )
+    if by_release is not None:
+        return EraDecision(by_release, "release", tuple(facts))
+    newest = KHO_LAYOUTS[-1][1]
+    return EraDecision(
+        newest,
+        "default",
+        tuple(facts),
+        f"no DWARF for the KHO structs, no root FDT found and no known layout "
+        f"for release {release!r}; using the {newest.era} layout",
+    )

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 
 from kho_drgn.abi import EXEC_FROM_RE
 from kho_drgn.findings import Finding, Severity, error, info, warning
-from kho_drgn.state import KHO_IN_UNREADABLE, KhoState, KhoStatus
+from kho_drgn.state import KHO_IN_UNREADABLE, PREDATES_METADATA, KhoState, KhoStatus
 
 
 @dataclass
@@ -52,6 +52,13 @@ class KexecChain:
     next_kexec_count: int | None = None
     source: str | None = None
     findings: list[Finding] = field(default_factory=list)
+    #: Whether this kernel was reached by a KHO kexec (None: unknown), known
+    #: even when nothing counts kexecs (before Linux 7.1).
+    kho_kexec: bool | None = None
+    #: The kernel predates kexec-metadata: no count, no previous release.
+    predates_metadata: bool = False
+    #: What the "next" part says when there is no outgoing metadata.
+    next_note: str | None = None
 
     @property
     def next(self) -> NextKernel | None:
@@ -128,6 +135,7 @@ def build_chain(
             _check_boot_line(chain, boot_line, log_lines, log_wrapped)
         )
     chain.findings.extend(_kernel_complaints(log_lines or []))
+    _without_metadata(state, chain, log_lines or [])
     return chain
 
 
@@ -228,6 +236,32 @@ def _chain_from_log(
             "incoming",
         )
     ]
+
+
+def _without_metadata(state: KhoState, chain: KexecChain, lines: list[str]) -> None:
+    """What is still known when the kernel predates kexec-metadata (7.1):
+    that a KHO kexec happened (kho_in and the incoming FDT), not how many or
+    from which kernel; the boot line is not expected (it came with 7.1)."""
+    chain.kho_kexec = {
+        KhoStatus.KEXEC: True,
+        KhoStatus.DISABLED_WITH_INCOMING: True,
+        KhoStatus.COLD_BOOT: False,
+    }.get(chain.status)
+    if not any(f.code == PREDATES_METADATA for f in state.findings):
+        return
+    chain.predates_metadata = True
+    chain.findings = [f for f in chain.findings if f.code != "log.boot-line-gone"]
+    if state.status is KhoStatus.KEXEC and chain.source is None:
+        logged = any(FOUND_HANDOVER_LINE in line for line in lines)
+        chain.source = (
+            "kho_in and the incoming FDT"
+            + (f", and the boot line {FOUND_HANDOVER_LINE!r}" if logged else "")
+            + " (no kexec-metadata before 7.1)"
+        )
+    if any(f.code == "kho.not-finalized" for f in state.findings):
+        chain.next_note = "nothing prepared (KHO not finalized)"
+    elif state.outgoing is not None and state.outgoing.fdt is not None:
+        chain.next_note = "KHO finalized, count unknown (no kexec-metadata before 7.1)"
 
 
 #: ``KexecChain.source`` when the blob and the boot-time copy disagree and
@@ -407,6 +441,11 @@ def _format_line(chain: KexecChain, live: bool) -> str:
         return f"{current} [{here}; KHO disabled: no handover data, chain unknown]"
     if status is KhoStatus.COLD_BOOT:
         return f"cold boot -> {current} [{here}, cold boot]{_format_next(chain)}"
+    if chain.predates_metadata and chain.kexec_count is None:
+        return (
+            f"? -> (previous kernel not recorded before 7.1) -> {current} "
+            f"[{here}, KHO kexec: yes, count unknown]{_format_next(chain)}"
+        )
     tags = [here, f"kexec #{chain.kexec_count}" if chain.kexec_count else "kexec #?"]
     if status is KhoStatus.DISABLED_WITH_INCOMING:
         tags.append("KHO off")
@@ -427,6 +466,8 @@ def _format_before(chain: KexecChain) -> str:
 def _format_next(chain: KexecChain) -> str:
     if chain.status is KhoStatus.DISABLED_WITH_INCOMING:
         return " -> next: nothing (KHO disabled)"
+    if chain.next_release is None and chain.next_note is not None:
+        return f" -> next: {chain.next_note}"
     if chain.next_release is None:
         return " -> next: (no valid outgoing metadata)"
     return f" -> next: {chain.next_release}, count {chain.next_kexec_count}"

@@ -6,7 +6,8 @@ handed over and will hand over (kernel/liveupdate/kexec_handover_debugfs.c):
 
 * ``in/fdt`` and ``in/sub_fdts/<name>``: the incoming root FDT and each blob;
 * ``out/fdt``, ``out/sub_fdts/<name>``: the outgoing ones;
-* ``out/scratch_phys``, ``out/scratch_len``: one hex value per scratch area.
+* ``out/scratch_phys``, ``out/scratch_len``: one hex value per scratch area
+  (``out/bootmem_phys``, ``out/bootmem_len`` once 7.4 renames them "bootmem").
 
 Two quirks of 7.2.13 are reported, not tripped over: a kernel booted through
 KHO has no ``out/fdt``, and on a cold boot ``out/fdt`` is registered with the
@@ -439,15 +440,18 @@ def _hex_lines(data: bytes | None) -> list[int] | None:
 
 
 def _scratch(tree: Mapping[str, bytes]) -> tuple[list[ScratchArea], list[Finding]]:
-    starts = _hex_lines(tree.get("out/scratch_phys"))
-    sizes = _hex_lines(tree.get("out/scratch_len"))
+    # 7.4 renames the scratch areas "bootmem" (out/bootmem_phys, bootmem_len).
+    old = "out/scratch_phys" in tree or "out/scratch_len" in tree
+    prefix = "out/scratch" if old else "out/bootmem"
+    starts = _hex_lines(tree.get(f"{prefix}_phys"))
+    sizes = _hex_lines(tree.get(f"{prefix}_len"))
     if starts is None and sizes is None:
         return [], []
     if starts is None or sizes is None or len(starts) != len(sizes):
         return [], [
             warning(
                 "debugfs.scratch-mismatch",
-                "out/scratch_phys and out/scratch_len are missing, unreadable "
+                f"{prefix}_phys and {prefix}_len are missing, unreadable "
                 "or of different lengths",
                 "scratch",
             )

@@ -19,6 +19,7 @@ from kho_drgn.abi import KEXEC_METADATA_NODE
 from kho_drgn.crash import CrashContext
 from kho_drgn.escape import escape_text
 from kho_drgn.findings import Finding
+from kho_drgn.luo import SEAL_NAMES, LuoFile, LuoSession, LuoSide, flag_names
 from kho_drgn.preserved import PreservedMemory
 from kho_drgn.report import KhoReport
 from kho_drgn.state import Handover, KhoState, KhoStatus, for_each_handover
@@ -415,6 +416,23 @@ def _status_note(report: KhoReport) -> str:
     return " (as the KHO variables read; the chain says otherwise: see findings)"
 
 
+_CHOSEN_BY = {
+    "dwarf": "DWARF types",
+    "fdt-compatible": "the root FDT's compatible",
+    "release": "the release",
+    "default": "nothing fits: newest layout",
+}
+
+
+def render_era(state: KhoState) -> str:
+    """Which kho_in/kho_out layout era applies and which facts chose it."""
+    era = state.era
+    if era is None:
+        return "-"
+    facts = "; ".join(escape_text(fact) for fact in era.facts)
+    return f"{era.layout.era} (chosen by {_CHOSEN_BY[era.chosen_by]}: {facts})"
+
+
 def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) -> str:
     """The human view of a report.
 
@@ -440,6 +458,7 @@ def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) 
                 ("target", f"{where} ({target.kind})"),
                 ("release", state.release or "-"),
                 ("symbols", symbols),
+                ("layout", render_era(state)),
                 ("KHO", _STATUS_TEXT[state.status] + _status_note(report)),
                 ("chain from", report.chain.source or "-"),
             ],
@@ -459,6 +478,7 @@ def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) 
             render_metadata(state),
             render_memory(report, ranges=ranges),
             render_scratch(state),
+            render_luo(report),
         ]
         if report.crash is not None:
             sections.append(render_crash(report.crash))
@@ -536,3 +556,101 @@ def render_debugfs(state: DebugfsState, release: str | None) -> str:
             + _table(rows, headers=("#", "start", "size", "end"))
         )
     return "\n\n".join(sections) + "\n"
+
+
+def _luo_side_line(side: LuoSide) -> str:
+    number = "?" if side.liveupdate_num is None else side.liveupdate_num
+    blob = {
+        "intact": f"{escape_text(side.compatible or '?')} blob",
+        "reused": "blob page freed and reused since boot",
+        "absent": "no LUO sub-node",
+        "unreadable": "blob not in the dump",
+    }.get(side.blob, side.blob)
+    source = {
+        "serialized": "sessions from the preserved blocks",
+        "kernel": "sessions from the kernel's lists",
+    }.get(side.source or "", "no sessions")
+    return f"{side.direction}: live update #{number} ({blob}; {source})"
+
+
+def _luo_file_row(
+    side: LuoSide, session: LuoSession, file: LuoFile | None
+) -> tuple[object, ...]:
+    name = escape_text(session.name) if session.name is not None else "?"
+    if file is None:
+        return (side.direction, name, session.state, "-", "(no files)")
+    memfd = file.memfd
+    if memfd is None:
+        size = pos = seals = folios = "-"
+    else:
+        size, pos = str(memfd.size), str(memfd.pos)
+        seals = "-" if memfd.seals is None else _hex(memfd.seals)
+        if memfd.seals:
+            seals += " (" + ",".join(flag_names(memfd.seals, SEAL_NAMES)) + ")"
+        checked = [f.preserved for f in memfd.folios]
+        ok = sum(1 for c in checked if c in ("page-magic", "map"))
+        folios = f"{len(memfd.folios)}/{memfd.nr_folios}"
+        if any(c is not None for c in checked):
+            folios += f", {ok} preserved"
+    return (
+        side.direction,
+        name,
+        session.state,
+        _hex(file.token),
+        escape_text(file.compatible or "?"),
+        file.retrieved,
+        size,
+        pos,
+        seals,
+        folios,
+    )
+
+
+def render_luo(report: KhoReport) -> str:
+    """LUO sessions, their files (memfds) and FLBs, both directions."""
+    luo = report.luo
+    if luo is None:
+        return ""
+    sides = [s for s in (luo.incoming, luo.outgoing) if s is not None]
+    out = [f"LUO (Live Update Orchestrator) [kernel state: {luo.kernel_source}]"]
+    out += [f"  {_luo_side_line(side)}" for side in sides]
+    rows = []
+    for side in sides:
+        for session in side.sessions:
+            files: list[LuoFile | None] = [*session.files] or [None]
+            rows += [_luo_file_row(side, session, file) for file in files]
+    if rows:
+        headers = (
+            "direction",
+            "session",
+            "state",
+            "token",
+            "handler",
+            "retrieved",
+            "size",
+            "pos",
+            "seals",
+            "folios",
+        )
+        out += ["", tabulate(rows, headers=headers, disable_numparse=True)]
+    flbs = [
+        (
+            side.direction,
+            escape_text(flb.name or "?"),
+            _hex(flb.data),
+            "-" if flb.count is None else flb.count,
+            "-" if flb.retrieve_status is None else flb.retrieve_status,
+        )
+        for side in sides
+        for flb in side.flbs
+    ]
+    if flbs:
+        out += [
+            "",
+            tabulate(
+                flbs,
+                headers=("direction", "FLB", "data", "count", "retrieve status"),
+                disable_numparse=True,
+            ),
+        ]
+    return "\n".join(out)

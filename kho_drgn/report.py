@@ -12,10 +12,12 @@ from typing import Any
 from drgn import Program, ProgramFlags
 
 from kho_drgn import __version__
+from kho_drgn.abi import EraDecision
 from kho_drgn.chain import KexecChain, build_chain, format_chain
 from kho_drgn.crash import CrashContext, crash_context
 from kho_drgn.findings import Finding, most_severe_first, warning
 from kho_drgn.log import KernelLog
+from kho_drgn.luo_target import LuoState, luo_state
 from kho_drgn.metadata import KexecMetadata
 from kho_drgn.preserved import PreservedMemory, preserved_memory
 from kho_drgn.printk import LogUnavailable, kernel_log
@@ -43,6 +45,8 @@ class KhoReport:
     findings: list[Finding] = field(default_factory=list)
     #: Each handover's preserved-memory map by direction (when walked).
     preserved: dict[str, PreservedMemory] = field(default_factory=dict)
+    #: The LUO (Live Update Orchestrator) handover, when the kernel has LUO.
+    luo: LuoState | None = None
 
     @property
     def live(self) -> bool:
@@ -98,6 +102,9 @@ def kho_report(
     findings = list(state.all_findings()) + chain.findings
     for memory in preserved.values():
         findings.extend(memory.findings)
+    luo = luo_state(prog, state, preserved)
+    if luo is not None:
+        findings.extend(luo.all_findings())
     if state.symbols is SymbolSource.KALLSYMS and state.status.value != "not-built":
         build_id = crash.build_id if crash is not None else None
         wanted = f" (the dump's BUILD-ID is {build_id})" if build_id else ""
@@ -117,6 +124,7 @@ def kho_report(
         crash=crash,
         findings=most_severe_first(findings),
         preserved=preserved,
+        luo=luo,
     )
 
 
@@ -180,12 +188,25 @@ def scratch_to_dict(scratch: Scratch | None) -> dict[str, Any] | None:
     }
 
 
+def era_to_dict(era: EraDecision | None) -> dict[str, Any] | None:
+    """The layout era chosen and the facts that chose it."""
+    if era is None:
+        return None
+    return {
+        "layout": era.layout.era,
+        "chosen_by": era.chosen_by,
+        "facts": list(era.facts),
+    }
+
+
 def chain_to_dict(chain: KexecChain, line: str) -> dict[str, Any]:
     return {
         "line": line,
         "kexec_count": chain.kexec_count,
         "previous_release": chain.previous_release,
         "current_release": chain.current_release,
+        "kho_kexec": chain.kho_kexec,
+        "predates_metadata": chain.predates_metadata,
         "next": (
             None
             if chain.next_release is None
@@ -248,6 +269,7 @@ def report_to_dict(report: KhoReport, ranges: bool = False) -> dict[str, Any]:
             "path": report.target.path,
             "release": state.release,
             "symbols": report.target.symbols.value,
+            "era": era_to_dict(state.era),
         },
         "kho": {
             "status": state.status.value,
@@ -272,5 +294,6 @@ def report_to_dict(report: KhoReport, ranges: bool = False) -> dict[str, Any]:
         },
         "chain": chain_to_dict(report.chain, report.chain_line),
         "crash": crash_to_dict(report.crash),
+        "luo": None if report.luo is None else report.luo.to_dict(),
         "findings": [f.to_dict() for f in report.findings],
     }

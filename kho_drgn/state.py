@@ -18,6 +18,7 @@ from kho_drgn.abi import (
     FDT_HEADER_SIZE,
     KEXEC_METADATA_NODE,
     ROOT_FDT_MAX_SIZE,
+    EraDecision,
 )
 from kho_drgn.fdt import (
     FdtError,
@@ -41,7 +42,9 @@ from kho_drgn.target import (
     kallsyms_unavailable_reason,
     kexec_metadata_layout,
     kho_enabled,
+    kho_era,
     kho_out_fdt_address,
+    kho_out_finalized,
     read_fdt,
     read_kho_in,
     read_phys,
@@ -117,6 +120,8 @@ class KhoState:
     outgoing: Handover | None = None
     scratch: Scratch | None = None
     findings: list[Finding] = field(default_factory=list)
+    #: Which era's kho_in/kho_out layout applies, and the facts that chose it.
+    era: EraDecision | None = None
 
     def all_findings(self) -> Iterator[Finding]:
         yield from self.findings
@@ -316,13 +321,15 @@ def kho_state(prog: Program) -> KhoState:
         return state
 
     state.enabled = kho_enabled(prog)
+    state.era = kho_era(prog)
     kho_in_error = None
     try:
         state.kho_in = read_kho_in(prog)
     except KhoReadError as e:
         kho_in_error = e
     try:
-        out_fdt = kho_out_fdt_address(prog)
+        finalized = kho_out_finalized(prog)
+        out_fdt = kho_out_fdt_address(prog) if finalized is not False else None
     except KhoReadError:
         if kho_in_error is not None:
             raise kho_in_error from None
@@ -343,7 +350,7 @@ def kho_state(prog: Program) -> KhoState:
     if out_fdt is not None:
         state.outgoing = read_handover(prog, "outgoing", out_fdt, False)
 
-    if state.outgoing is None:
+    if state.outgoing is None and finalized is not False:
         state.status = (
             KhoStatus.DISABLED_WITH_INCOMING if state.incoming else KhoStatus.DISABLED
         )
@@ -367,11 +374,71 @@ def kho_state(prog: Program) -> KhoState:
             )
     else:
         state.status = KhoStatus.KEXEC if state.incoming else KhoStatus.COLD_BOOT
+    state.findings.extend(_not_finalized(state, finalized))
+    _note_predates_metadata(state)
     state.scratch = read_scratch(prog)
     state.findings.extend(_check_scratch(state))
     if state.status is KhoStatus.KEXEC:
         _read_handed_over_scratch(prog, state)
     return state
+
+
+#: The one finding for kernels before kexec-metadata (Linux 7.1).
+PREDATES_METADATA = "metadata.predates"
+
+
+def _not_finalized(state: KhoState, finalized: bool | None) -> list[Finding]:
+    """6.16..6.18 hand state over only once KHO was finalized (debugfs
+    ``kho/out/finalize``); before that ``kho_out.ser.fdt`` points at a page
+    that was never formatted, and there is no outgoing handover to read."""
+    if finalized is not False or not state.enabled:
+        return []
+    return [
+        info(
+            "kho.not-finalized",
+            "KHO was not finalized in this kernel (kho_out.finalized is 0): "
+            "before Linux 6.19 the outgoing handover exists only once "
+            "finalized, so this kernel had not prepared a KHO kexec (normal)",
+            "outgoing",
+        )
+    ]
+
+
+def predates_metadata(state: KhoState) -> bool:
+    """True for a kernel before kexec-metadata (Linux 7.1): ``kho_in`` has no
+    boot-time copy, or a handover is ``kho-v1`` (6.16..7.0), and no handover
+    carries a ``kexec-metadata`` subtree."""
+    handovers = list(for_each_handover(state))
+    if any(
+        h.fdt is not None and h.fdt.subtree(KEXEC_METADATA_NODE) is not None
+        for h in handovers
+    ):
+        return False
+    old_kho_in = state.kho_in is not None and not state.kho_in.has_metadata_copy
+    kho_v1 = any(h.fdt is not None and h.fdt.compatible == "kho-v1" for h in handovers)
+    return old_kho_in or kho_v1
+
+
+def _note_predates_metadata(state: KhoState) -> None:
+    """Say once that the kernel predates kexec-metadata, instead of one
+    ``metadata.absent`` warning per handover."""
+    if state.status not in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
+        return
+    if not predates_metadata(state):
+        return
+    for handover in for_each_handover(state):
+        handover.findings = [
+            f for f in handover.findings if f.code != "metadata.absent"
+        ]
+    state.findings.append(
+        info(
+            PREDATES_METADATA,
+            "this kernel predates kexec-metadata (Linux 7.1): no handover "
+            "names the previous kernel or counts kexecs; whether a KHO kexec "
+            "happened comes from kho_in, the incoming FDT and the log",
+            "target",
+        )
+    )
 
 
 def _check_scratch(state: KhoState) -> list[Finding]:

@@ -88,6 +88,9 @@ def decode_subtree(
     else:
         fmt = format_for_magic(blob)
         if fmt is None:
+            for named in formats_named(name):
+                if named.unrecognised is not None:
+                    return named.unrecognised(name, blob, None, ctx)
             return decode_unknown(blob, where=where, name=name)
         view = fmt.decode(name, blob, None, ctx)
     expected = formats_named(name)

@@ -27,11 +27,13 @@ from drgn import (
 from kho_drgn.abi import (
     FDT_HEADER_SIZE,
     KEXEC_METADATA_V1,
-    KHO_LAYOUT_7_1,
+    KHO_LAYOUTS,
     KHO_SCRATCH_ENTRY_SIZE,
+    EraDecision,
     KhoLayout,
     MetadataLayout,
-    kho_layout_for_release,
+    decide_kho_era,
+    layout_by_era,
 )
 from kho_drgn.errors import TARGET_ERRORS
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
@@ -312,19 +314,84 @@ class KhoIn:
 
 
 def kho_layout(prog: Program) -> tuple[KhoLayout, list[Finding]]:
-    """The era layout of ``kho_in``/``kho_out`` for this release (no DWARF)."""
-    release = running_release(prog)
-    layout = kho_layout_for_release(release)
-    if layout is not None:
-        return layout, []
-    return KHO_LAYOUT_7_1, [
-        warning(
-            "symbols.layout-guess",
-            f"no DWARF for the KHO structs and no known layout for release "
-            f"{release!r}; using the 7.1+ layout",
-            "target",
-        )
-    ]
+    """The era layout of ``kho_in``/``kho_out`` (no DWARF), decided once."""
+    decision = kho_era(prog)
+    if decision.problem is None:
+        return decision.layout, []
+    code = (
+        "symbols.layout-guess"
+        if decision.chosen_by == "default"
+        else "symbols.era-mismatch"
+    )
+    return decision.layout, [warning(code, decision.problem, "target")]
+
+
+_ERA_KEY = "kho_drgn.era"
+
+
+def kho_era(prog: Program) -> EraDecision:
+    """Which era's layout fits this kernel, from the dump's own facts: DWARF
+    types when present, then the root FDT compatible found through each
+    era's offsets, then the release (:func:`kho_drgn.abi.decide_kho_era`)."""
+    cached = prog.cache.get(_ERA_KEY)
+    if cached is not None:
+        return cached  # type: ignore[no-any-return]
+    if symbol_source(prog) is SymbolSource.DWARF:
+        decision = _era_from_dwarf(prog)
+    else:
+        decision = decide_kho_era(running_release(prog), _probe_eras(prog))
+    prog.cache[_ERA_KEY] = decision
+    return decision
+
+
+def _era_from_dwarf(prog: Program) -> EraDecision:
+    names = {m.name for m in prog.type("struct kho_in").members or ()}
+    try:
+        out_names = {m.name for m in prog.type("struct kho_out").members or ()}
+    except TARGET_ERRORS:
+        out_names = set()
+    if "previous_release" in names:
+        era = "7.1+"
+    elif "ser" in out_names:
+        era = "6.16-6.18"
+    else:
+        era = "6.19-7.0"
+    return EraDecision(
+        layout_by_era(era), "dwarf", (f"DWARF struct kho_in/kho_out ({era})",)
+    )
+
+
+def _probe_eras(prog: Program) -> dict[str, str | None]:
+    """For each era: the root FDT compatible its offsets lead to, if any."""
+    probes: dict[str, str | None] = {}
+    kho_in = symbol_address(prog, "kho_in")
+    kho_out = symbol_address(prog, "kho_out")
+    for _, layout in KHO_LAYOUTS:
+        found = None
+        try:
+            if kho_in is not None:
+                phys = prog.read_word(kho_in + layout.in_fdt_phys)
+                found = _compatible_at(prog, phys, True) if phys else None
+            if found is None and kho_out is not None:
+                address = prog.read_word(kho_out + layout.out_fdt)
+                if address and layout.out_fdt_is_page:
+                    address = _page_to_virt_vmcoreinfo(prog, address) or 0
+                found = _compatible_at(prog, address, False) if address else None
+        except TARGET_ERRORS:
+            found = None
+        probes[layout.era] = found
+    return probes
+
+
+def _compatible_at(prog: Program, address: int, physical: bool) -> str | None:
+    """The root ``compatible`` of an FDT at ``address``, if one is there."""
+    from kho_drgn.fdt import decode_kho_fdt
+
+    try:
+        blob = read_fdt(prog, address, physical, 1 << 16)
+        return decode_kho_fdt(blob).compatible
+    except (FdtError, *TARGET_ERRORS):
+        return None
 
 
 def read_kho_in(prog: Program) -> KhoIn | None:
@@ -372,9 +439,13 @@ def read_kho_in(prog: Program) -> KhoIn | None:
 
 
 def _kho_in_from_object(obj: Object) -> KhoIn:
+    try:
+        scratch_phys = obj.scratch_phys.value_()
+    except AttributeError:  # 7.4 renames the scratch areas "bootmem"
+        scratch_phys = obj.bootmem_phys.value_()
     kho_in = KhoIn(
         fdt_phys=obj.fdt_phys.value_(),
-        scratch_phys=obj.scratch_phys.value_(),
+        scratch_phys=scratch_phys,
         previous_release=None,
         kexec_count=None,
         has_metadata_copy=False,
@@ -422,6 +493,32 @@ def kho_out_fdt_address(prog: Program) -> int | None:
             f"kho_out is not in the dump (truncated or filtered?): {e}"
         ) from e
     return address or None
+
+
+def kho_out_finalized(prog: Program) -> bool | None:
+    """``kho_out.finalized`` on kernels whose outgoing FDT exists only once
+    KHO was finalized (6.16..6.18); None on later kernels or if unreadable.
+
+    Before finalization ``kho_out.ser.fdt`` points at a page that was never
+    formatted: the flag must be checked before the FDT is read.
+    """
+    obj = _dwarf_object(prog, "kho_out")
+    try:
+        if obj is not None:
+            try:
+                obj.ser.fdt  # noqa: B018 - only the page-pointer era has ser
+                return bool(obj.finalized.value_())
+            except AttributeError:
+                return None
+        base = symbol_address(prog, "kho_out")
+        if base is None:
+            return None
+        layout, _ = kho_layout(prog)
+        if layout.out_finalized is None:
+            return None
+        return bool(prog.read(base + layout.out_finalized, 1)[0])
+    except TARGET_ERRORS:
+        return None
 
 
 def _page_to_virt_vmcoreinfo(prog: Program, page: int) -> int | None:
@@ -527,17 +624,34 @@ class Scratch:
     handed_over: list[ScratchArea] | None = None
 
 
+#: The scratch array and its count: names up to 7.3, then 7.4's "bootmem"
+#: rename (announced; inferred from the rename patch, not seen in a dump).
+SCRATCH_SYMBOLS = (
+    ("kho_scratch", "kho_scratch_cnt"),
+    ("kho_bootmem", "kho_bootmem_cnt"),
+)
+
+
+def scratch_symbol_names(prog: Program) -> tuple[str, str]:
+    """The (array, count) symbol names this kernel uses for scratch areas."""
+    for names in SCRATCH_SYMBOLS:
+        if symbol_address(prog, names[0]) is not None:
+            return names
+    return SCRATCH_SYMBOLS[0]
+
+
 def read_scratch(prog: Program) -> Scratch | None:
     """Read ``kho_scratch``/``kho_scratch_cnt``; None if the kernel lacks them."""
     order = target_byteorder(prog)
+    array_name, count_name = scratch_symbol_names(prog)
     try:
-        ptr_obj = _dwarf_object(prog, "kho_scratch")
-        cnt_obj = _dwarf_object(prog, "kho_scratch_cnt")
+        ptr_obj = _dwarf_object(prog, array_name)
+        cnt_obj = _dwarf_object(prog, count_name)
         if ptr_obj is not None and cnt_obj is not None:
             pointer, count = ptr_obj.value_(), cnt_obj.value_()
         else:
-            ptr_sym = symbol_address(prog, "kho_scratch")
-            cnt_sym = symbol_address(prog, "kho_scratch_cnt")
+            ptr_sym = symbol_address(prog, array_name)
+            cnt_sym = symbol_address(prog, count_name)
             if ptr_sym is None or cnt_sym is None:
                 return None
             pointer = prog.read_word(ptr_sym)

@@ -96,16 +96,27 @@ class Truth:
     panic_reason: str | None
     crashed_task: dict[str, Any] | None
     debugfs: dict[str, bytes] = field(default_factory=dict)
+    #: The truth file's ``luo`` section (the LUO fixture), else None.
+    luo: dict[str, Any] | None = None
+    #: Whether the kernels of the chain have kexec-metadata (Linux 7.1+).
+    has_metadata: bool = True
 
 
 DUMPS = ("chain-aab", "cold-b", "off-b", "kdump")
+#: Real dumps of the other eras and clients: folder and vmlinux of each.
+ERA_DUMPS = {
+    "luo-in": ("kho-7.2-luo", "vmlinux-7.2.13-kho-l.xz"),
+    "chain-ab": ("kho-6.18", "vmlinux-6.18.5-kho-618a.xz"),
+}
+ALL_DUMPS = DUMPS + tuple(ERA_DUMPS)
 
 
 def load_truth(name: str) -> Truth:
     """Load and normalise a fixture's truth file (two schemas exist)."""
     if name == "kdump":
         return _load_kdump_truth()
-    path = fixture_path(f"kho-7.2/{name}.truth.json")
+    folder, vmlinux = ERA_DUMPS.get(name, ("kho-7.2", "vmlinux-7.2.13-kho-b.xz"))
+    path = fixture_path(f"{folder}/{name}.truth.json")
     data = json.loads(path.read_text())
 
     def side(raw: dict[str, Any] | None) -> Side | None:
@@ -114,14 +125,17 @@ def load_truth(name: str) -> Truth:
         return Side(
             compatible=raw.get("compatible"),
             preserved_memory_map=raw.get("preserved_memory_map"),
-            subtrees=raw.get("subtrees") or {},
+            subtrees={
+                name: _subtree_truth(fields)
+                for name, fields in (raw.get("subtrees") or {}).items()
+            },
             metadata=raw.get("kexec_metadata"),
         )
 
     return Truth(
         name=name,
         vmcore_xz=path.with_name(f"{name}.vmcore.xz"),
-        vmlinux_xz=path.with_name("vmlinux-7.2.13-kho-b.xz"),
+        vmlinux_xz=path.with_name(vmlinux),
         release=data["kernel_release"],
         kho_enabled=data["kho_enabled"],
         chain=[stage["release"] for stage in data["chain"]],
@@ -134,7 +148,19 @@ def load_truth(name: str) -> Truth:
             k: base64.b64decode(v)
             for k, v in (data.get("debugfs_base64") or {}).items()
         },
+        luo=data.get("luo"),
+        has_metadata=(data["incoming"] or data["outgoing"] or {}).get("kexec_metadata")
+        is not None,
     )
+
+
+def _subtree_truth(fields: dict[str, Any]) -> dict[str, int]:
+    """A sub-node's truth in the report's terms: kho-v1 (6.16..6.18) names
+    its data ``fdt`` (a sub-FDT, sized by its header), 7.x
+    ``preserved_data`` and ``blob_size``."""
+    if "fdt" in fields:
+        return {"preserved_data": fields["fdt"]}
+    return {k: v for k, v in fields.items() if isinstance(v, int)}
 
 
 def _strip_timestamp(line: str) -> str:

@@ -9,7 +9,13 @@ import sys
 from typing import Any
 
 import pytest
-from fixturedata import CONTRIB_SCRIPT, DUMPS, Truth, fixture_files, load_truth
+from fixturedata import (
+    ALL_DUMPS,
+    CONTRIB_SCRIPT,
+    Truth,
+    fixture_files,
+    load_truth,
+)
 
 pytestmark = pytest.mark.fixtures
 
@@ -34,7 +40,7 @@ def run_script(*drgn_args: str, script_args: tuple[str, ...] = ("--json",)) -> A
     return json.loads(proc.stdout) if "--json" in script_args else proc.stdout
 
 
-@pytest.fixture(scope="module", params=DUMPS)
+@pytest.fixture(scope="module", params=ALL_DUMPS)
 def truth(request: pytest.FixtureRequest) -> Truth:
     return load_truth(request.param)
 
@@ -68,6 +74,9 @@ def check_side(side: Any, expected: Any) -> None:
         for key, value in fields.items():
             assert got[name][key] == value, (name, key)
     md, want = side["kexec_metadata"], expected.metadata
+    if want is None:  # before Linux 7.1
+        assert md is None
+        return
     assert md is not None and md["valid"]
     for key in ("blob_size", "version", "previous_release", "kexec_count"):
         assert md[key] == want[key], key
@@ -83,7 +92,16 @@ def check_report(report: Any, truth: Truth) -> None:
 
     chain = report["chain"]
     assert chain["current_release"] == truth.chain[-1] == truth.release
-    if truth.kho_enabled:
+    if truth.kho_enabled and not truth.has_metadata:
+        # Before 7.1 nothing in a dump counts kexecs or names the previous
+        # kernel: unknown, not guessed.
+        assert chain["kexec_count"] is None and chain["previous_release"] is None
+        assert chain["next"] is None
+        assert chain["kho_kexec"] is True and chain["predates_metadata"] is True
+        codes = [f["code"] for f in report["findings"]]
+        assert codes.count("metadata.predates") == 1  # said once, as info
+        assert "metadata.absent" not in codes and "log.boot-line-gone" not in codes
+    elif truth.kho_enabled:
         assert chain["kexec_count"] == len(truth.chain) - 1
         assert chain["previous_release"] == (
             truth.chain[-2] if len(truth.chain) > 1 else None
@@ -155,7 +173,11 @@ def test_no_debuginfo_task_and_stack_from_the_log(
     )
     assert crash["crashed_cpu"] == dwarf["crashed_cpu"]
     assert crash["stack_trace_source"] == "log"
-    logged = [frame.split("+")[0] for frame in crash["stack_trace"]]
+    logged = [
+        frame.split("+")[0]
+        for frame in crash["stack_trace"]
+        if not frame.startswith("? ")  # the kernel's unreliable guesses
+    ]
     unwound = {
         line.split()[1] for line in dwarf["stack_trace"] if len(line.split()) > 1
     }
@@ -167,7 +189,8 @@ def _without_layout(side: Any) -> Any:
     if side is None:
         return None
     side = json.loads(json.dumps(side))
-    side["kexec_metadata"]["layout"] = "abi"
+    if side["kexec_metadata"] is not None:
+        side["kexec_metadata"]["layout"] = "abi"
     return side
 
 
@@ -180,6 +203,20 @@ def test_text_leads_with_chain(truth: Truth) -> None:
         assert first == (
             "kexec chain: cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b "
             "[crashed, kexec #2] -> next: 7.2.13-kho-b, count 3"
+        )
+    elif truth.name == "luo-in":
+        assert first == (
+            "kexec chain: cold boot -> 7.2.13-kho-l -> 7.2.13-kho-l "
+            "[crashed, kexec #1] -> next: 7.2.13-kho-l, count 2"
+        )
+        assert "LUO (Live Update Orchestrator)" in text
+        for name in ("kholab-session", "kholab-second", "kholab-empty"):
+            assert f" {name} " in text
+    elif truth.name == "chain-ab":
+        assert first == (
+            "kexec chain: ? -> (previous kernel not recorded before 7.1) -> "
+            "6.18.5-kho-618a [crashed, KHO kexec: yes, count unknown] -> next: "
+            "KHO finalized, count unknown (no kexec-metadata before 7.1)"
         )
     elif truth.name == "cold-b":
         assert first == (
@@ -234,7 +271,8 @@ def test_preserved_memory(
         assert kho["outgoing"] is None
         return
     out = kho["outgoing"]["memory_map"]["map"]
-    assert out["format"] == "radix" and out["complete"], out["findings"]
+    want_format = "chunks" if kho["outgoing"]["compatible"] == "kho-v1" else "radix"
+    assert out["format"] == want_format and out["complete"], out["findings"]
     assert out["root_phys"] == kho["outgoing"]["preserved_memory_map"]
     assert out["blocks"] == sum(o["blocks"] for o in out["orders"]) > 0
     assert out["pages"] == sum(o["blocks"] << o["order"] for o in out["orders"])
@@ -254,9 +292,14 @@ def test_preserved_memory(
         magic = kho["incoming"]["memory_map"]["page_magic"]
         tagged = {t["phys"]: t["order"] for t in magic["tagged"]}
         assert magic["tagged_blocks"] == len(tagged) > 0
-        assert tagged[kho["kho_in"]["fdt_phys"]] == 0
+        if kho["incoming"]["compatible"] != "kho-v1":
+            # 7.x preserves the root FDT page; 6.18 does not tag it.
+            assert tagged[kho["kho_in"]["fdt_phys"]] == 0
         for sub in kho["incoming"]["subtrees"]:
-            assert tagged[sub["preserved_data"]] == 0, sub
+            if sub["name"] == "LUO":  # LUO frees its luo_ser page at boot
+                assert sub["preserved_data"] not in tagged
+                continue
+            assert sub["preserved_data"] in tagged, sub  # any order
         assert magic["tagged_not_in_map"] == 0
     nodebug = report_nodebug["kho"]  # without --scan-pages
     for side in ("incoming", "outgoing"):
@@ -290,7 +333,114 @@ def test_subtrees_decoded(report_dwarf: Any, report_nodebug: Any, truth: Truth) 
                 assert decoded["kind"] == view["kind"] != "raw"
             if decoded["kind"] == "memblock":
                 assert decoded["entries"][0]["name"] == "khotest"
-            if decoded["kind"] == "kho-test":
+            consumed = {f["code"] for f in decoded["findings"]}
+            if "subtree.kho-test.consumed" in consumed:
+                assert side == "incoming"  # restored and freed at boot
+            elif decoded["kind"] == "kho-test":
                 # The dump has the vmalloc'd folio list that debugfs cannot show.
                 assert len(decoded["entries"]) == decoded["fields"]["nr_folios"]
         assert report_nodebug["kho"][side]["subtrees"] == handover["subtrees"]
+
+
+def _luo_truth(truth: Truth) -> dict[str, Any]:
+    if truth.luo is None:
+        pytest.skip(f"{truth.name}: no LUO in this fixture")
+    return truth.luo
+
+
+def check_luo_incoming(luo: Any, truth: Truth) -> None:
+    """Sessions, files, memfds and FLBs == the guest's own /proc/kcore walk,
+    and == what the first kernel's program preserved."""
+    want = _luo_truth(truth)
+    incoming = luo["incoming"]
+    assert (
+        incoming["liveupdate_num"] == want["incoming"]["kernel_vars"]["liveupdate_num"]
+    )
+    # The luo_ser page was freed and reused before the walk: said, not shown.
+    assert not want["incoming"]["luo_ser_page_at_walk_time"]["intact"]
+    assert incoming["blob"] == "reused"
+    assert incoming["blob_phys"] == want["incoming"]["fdt_node"]["preserved_data"]
+    assert (
+        incoming["sessions_pa"]
+        == want["incoming"]["kernel_vars"]["incoming_sessions_head_pa"]
+    )
+    got = {s["name"]: s for s in incoming["sessions"]}
+    assert list(got) == [s["name"] for s in want["incoming"]["sessions"]]
+    for session in want["incoming"]["sessions"]:
+        mine = got[session["name"]]
+        assert mine["state"] == "serialized"  # /dev/liveupdate never opened
+        assert mine["file_count"] == session["file_count"]
+        assert mine["pa"] == session["pa"]
+        assert len(mine["files"]) == len(session["files"])
+        for file, expected in zip(mine["files"], session["files"]):
+            assert file["compatible"] == expected["compatible"] == "memfd-v2"
+            assert file["token"] == expected["token"]  # an integer
+            assert file["data_pa"] == expected["data_pa"]
+            assert file["retrieved"] == "no"
+            memfd, want_memfd = file["memfd"], expected["memfd"]
+            for key in ("pos", "size", "seals", "flags", "nr_folios"):
+                assert memfd[key] == want_memfd[key], key
+            assert [
+                {"pfn": f["pfn"], "flags": f["flags"], "index": f["index"]}
+                for f in memfd["folios"]
+            ] == want_memfd["folio_list"]
+            assert memfd["folios_complete"]
+            # Not restored yet: every folio still carries KHO_PAGE_MAGIC.
+            assert {f["preserved"] for f in memfd["folios"]} == {"page-magic"}
+    preserved = {
+        (m["session"], m["token"]): m
+        for m in want["stages"][0]["program"]["memfds_preserved"]
+    }
+    for session in incoming["sessions"]:
+        for file in session["files"]:
+            program = preserved[(session["name"], file["token"])]
+            assert (file["memfd"]["size"], file["memfd"]["pos"]) == (
+                program["size"],
+                program["pos"],
+            )
+            assert file["memfd"]["seals"] == program["seals"]
+    assert [
+        {k: f[k] for k in ("name", "data", "count", "pa")} for f in incoming["flbs"]
+    ] == want["incoming"]["flbs"]
+    assert incoming["flbs_pa"] == want["incoming"]["flb_header"]["pa"]
+
+
+def test_luo_matches_truth(report_dwarf: Any, truth: Truth) -> None:
+    luo = report_dwarf["luo"]
+    _luo_truth(truth)
+    assert luo["kernel_source"] == "dwarf"
+    check_luo_incoming(luo, truth)
+    # The registered FLBs found their data from the previous boot.
+    assert {f["retrieve_status"] for f in luo["incoming"]["flbs"]} == {1}
+    outgoing = luo["outgoing"]
+    blob = truth.luo["stages"][1]["luo_blob_debugfs"]["incoming"]  # type: ignore[index]
+    out_blob = blob["kho/out/sub_fdts/LUO"]
+    assert outgoing["blob"] == "intact"
+    assert outgoing["compatible"] == out_blob["compatible"] == "luo-v5"
+    assert outgoing["liveupdate_num"] == out_blob["liveupdate_num"] == 2
+    assert outgoing["sessions_pa"] == out_blob["sessions_pa"] == 0
+    assert outgoing["sessions"] == []  # this kernel preserved nothing
+    codes = {f["code"]: f for f in report_dwarf["findings"]}
+    assert codes["luo.blob-reused"]["severity"] == "info"
+
+
+def test_luo_without_vmlinux(
+    report_nodebug: Any, report_dwarf: Any, truth: Truth
+) -> None:
+    """kallsyms only: the same sessions, files, memfds and FLBs, and the
+    registered FLBs' state (the 7.2 offsets of the LUO variables, checked)."""
+    luo = report_nodebug["luo"]
+    _luo_truth(truth)
+    assert luo["kernel_source"] == "kallsyms"
+    check_luo_incoming(luo, truth)
+    for side in ("incoming", "outgoing"):
+        mine, dwarf = luo[side], report_dwarf["luo"][side]
+        assert mine["sessions"] == dwarf["sessions"]
+        assert mine["flbs"] == dwarf["flbs"]
+
+
+def test_luo_absent_elsewhere(report_dwarf: Any, truth: Truth) -> None:
+    """Kernels without LUO have no luo section."""
+    if truth.luo is not None:
+        pytest.skip("the LUO fixture")
+    assert report_dwarf["luo"] is None

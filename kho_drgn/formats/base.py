@@ -114,6 +114,9 @@ class SubtreeFormat:
     magic: tuple[bytes, ...] = ()
     #: Recognised by node name alone (a packed struct without a magic).
     by_node_name: bool = False
+    #: For a blob under one of ``node_names`` that is neither this format's
+    #: FDT nor its magic (e.g. LUO's luo_ser page, freed and reused at boot).
+    unrecognised: Decoder | None = None
 
 
 class PageReader:

@@ -139,8 +139,25 @@ def _decode_fdt(
     return view
 
 
+def _not_a_blob(
+    name: str, blob: bytes, root: FdtNode | None, ctx: DecodeContext
+) -> SubtreeView:
+    """A ``LUO`` sub-node whose data is neither a luo_ser nor an FDT.
+
+    The kernel frees the incoming luo_ser page early in boot, so this is the
+    normal state of an incoming one; :mod:`kho_drgn.luo_target` says so (or
+    reports damage) and reads the state from the kernel instead.  The bytes
+    are someone else's data now and are not shown.
+    """
+    view = SubtreeView(name, "luo", None, len(blob))
+    view.fields = {"blob": "reused"}
+    return view
+
+
 def _summary(view: SubtreeView) -> str:
     f = view.fields
+    if f.get("blob") == "reused":
+        return "not a luo_ser any more: page freed and reused (see LUO)"
     text = f"{view.compatible}: liveupdate #{f.get('liveupdate_num')}"
     if "sessions" in f:
         text += f", {f['sessions']} session(s)"
@@ -154,4 +171,5 @@ FORMAT = SubtreeFormat(
     node_names=("LUO",),
     compatibles=("luo-v1",),
     magic=(b"luo-v",),
+    unrecognised=_not_a_blob,
 )
