@@ -29,7 +29,13 @@ from typing import Any, Literal
 
 from kho_drgn.abi import FDT_HEADER_SIZE, FDT_MAGIC, KEXEC_METADATA_NODE
 from kho_drgn.chain import KexecChain, build_chain, format_chain
-from kho_drgn.fdt import FdtError, KhoFdt, decode_kho_fdt, fdt_header_totalsize
+from kho_drgn.fdt import (
+    FdtError,
+    KhoFdt,
+    decode_kho_fdt,
+    fdt_header_totalsize,
+    fdt_invalid,
+)
 from kho_drgn.findings import Finding, error, info, most_severe_first, warning
 from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
 from kho_drgn.state import Handover, KhoState, KhoStatus
@@ -379,9 +385,7 @@ def _root_fdt(handover: DebugfsHandover, blob: bytes, byteorder: ByteOrder) -> N
     try:
         totalsize = fdt_header_totalsize(blob[:FDT_HEADER_SIZE])
     except FdtError as e:
-        handover.findings.append(
-            error("fdt.invalid", f"{direction} fdt file: {e}", direction)
-        )
+        handover.findings.append(fdt_invalid(f"{direction} fdt file", e, direction))
         return
     handover.fdt_totalsize = totalsize
     if totalsize > len(blob):
@@ -399,9 +403,7 @@ def _root_fdt(handover: DebugfsHandover, blob: bytes, byteorder: ByteOrder) -> N
     try:
         handover.fdt = decode_kho_fdt(blob[:totalsize], byteorder, direction)
     except FdtError as e:
-        handover.findings.append(
-            error("fdt.invalid", f"{direction} fdt file: {e}", direction)
-        )
+        handover.findings.append(fdt_invalid(f"{direction} fdt file", e, direction))
 
 
 def _check_size(handover: DebugfsHandover, name: str, size: int) -> None:

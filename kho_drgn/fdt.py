@@ -171,6 +171,16 @@ def for_each_fdt_node(root: FdtNode) -> Iterator[FdtNode]:
         stack.extend(reversed(node.children))
 
 
+def fdt_invalid(what: str, problem: object, where: str) -> Finding:
+    """A root FDT that libfdt rejects, or whose header is absurd."""
+    return error("fdt.invalid", f"{what}: {problem}", where)
+
+
+def subtree_broken(name: str, problem: str, where: str) -> Finding:
+    """A sub-node the kernel would reject, or whose data cannot be had."""
+    return error("fdt.subtree-broken", f"sub-node {name!r}: {problem}", where)
+
+
 @dataclass
 class SubtreeRef:
     """A sub-node of the root KHO FDT: one ``kho_add_subtree()`` call."""
@@ -257,9 +267,9 @@ def _subtree_ref(
     )
     if ref.phys is None:
         ref.findings.append(
-            error(
-                "fdt.subtree-broken",
-                f"sub-node {node.name!r}: {abi.data_prop!r} missing or not 8 bytes "
+            subtree_broken(
+                node.name,
+                f"{abi.data_prop!r} missing or not 8 bytes "
                 "(the kernel rejects this subtree)",
                 where,
             )
@@ -268,9 +278,9 @@ def _subtree_ref(
         ref.size = node.prop_u64(abi.size_prop, byteorder)
         if ref.size is None and (abi.size_required or abi.size_prop in node.properties):
             ref.findings.append(
-                error(
-                    "fdt.subtree-broken",
-                    f"sub-node {node.name!r}: {abi.size_prop!r} missing or not 8 "
+                subtree_broken(
+                    node.name,
+                    f"{abi.size_prop!r} missing or not 8 "
                     "bytes (the kernel rejects this subtree)",
                     where,
                 )

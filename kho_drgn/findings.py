@@ -56,6 +56,15 @@ def info(code: str, message: str, where: str = "") -> Finding:
     return Finding(code, Severity.INFO, message, where)
 
 
+def memory_missing(message: str, where: str = "") -> Finding:
+    """Target memory that is not in the dump: absent data, not damage.
+
+    Every reader reports it with this one code (a warning: filtered and
+    truncated dumps lack pages without anything being damaged).
+    """
+    return warning("memory.missing", message, where)
+
+
 #: Least to most severe.
 SEVERITY_ORDER = (Severity.INFO, Severity.WARNING, Severity.ERROR)
 

@@ -41,7 +41,7 @@ from typing import Any, Literal
 
 from kho_drgn.abi import FDT_MAGIC
 from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
-from kho_drgn.findings import Finding, error, info, warning
+from kho_drgn.findings import Finding, error, info, memory_missing, warning
 from kho_drgn.metadata import decode_c_string
 
 __all__ = (
@@ -512,8 +512,7 @@ class _Reader:
             data = bytes(self.read_phys(address, size))
         except self.missing as e:
             self.findings.append(
-                warning(
-                    "memory.missing",
+                memory_missing(
                     f"LUO {what} at physical {address:#x} is not in the target "
                     f"({str(e) or type(e).__name__})",
                     self.where,
@@ -522,8 +521,7 @@ class _Reader:
             return None
         if len(data) != size:
             self.findings.append(
-                warning(
-                    "memory.missing",
+                memory_missing(
                     f"LUO {what} at physical {address:#x}: short read",
                     self.where,
                 )

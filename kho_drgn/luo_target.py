@@ -27,7 +27,7 @@ from typing import Any
 from drgn import FaultError, Object, Program
 
 from kho_drgn.abi import KHO_PAGE_MAGIC
-from kho_drgn.findings import Finding, error, info, warning
+from kho_drgn.findings import Finding, error, info, memory_missing, warning
 from kho_drgn.luo import (
     LUO_NODE,
     LUO_V5,
@@ -180,7 +180,7 @@ def _part(kernel: KernelLuo, what: str, read: Any) -> None:
         pass  # another era's types: not this part
     except FaultError as e:
         kernel.findings.append(
-            warning("memory.missing", f"LUO kernel variables ({what}): {e}", "luo")
+            memory_missing(f"LUO kernel variables ({what}): {e}", "luo")
         )
 
 
@@ -332,9 +332,7 @@ def _kernel_luo_kallsyms(prog: Program) -> KernelLuo:
                     virt_to_phys_or_none(prog, pointer) if pointer else None,
                 )
     except TARGET_ERRORS as e:
-        kernel.findings.append(
-            warning("memory.missing", f"LUO kernel variables: {e}", "luo")
-        )
+        kernel.findings.append(memory_missing(f"LUO kernel variables: {e}", "luo"))
     return kernel
 
 
@@ -425,8 +423,7 @@ def _blob_side(
     except FaultError:
         side = LuoSide(direction, blob="unreadable", blob_phys=ref.phys)
         side.findings.append(
-            warning(
-                "memory.missing",
+            memory_missing(
                 f"the {direction} LUO blob at physical {ref.phys:#x} is not in "
                 "the dump",
                 direction,

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kho_drgn.findings import Finding, Severity, error, info, warning
+from kho_drgn.findings import Finding, Severity, error, info, memory_missing, warning
 
 ByteOrder = Literal["little", "big"]
 #: ``read_phys(address, size)``: ``size`` bytes of target physical memory.
@@ -276,8 +276,7 @@ class _Reader:
             data = self.read_phys(address, size)
         except self.missing as e:
             walk.report(
-                warning(
-                    "memory.missing",
+                memory_missing(
                     f"{what} at physical {address:#x} is not in the target "
                     f"({str(e) or type(e).__name__}); its part of the map is lost",
                     where,
@@ -287,8 +286,7 @@ class _Reader:
             return None
         if len(data) != size:
             walk.report(
-                warning(
-                    "memory.missing",
+                memory_missing(
                     f"{what} at physical {address:#x}: read {len(data)} of "
                     f"{size} bytes; its part of the map is lost",
                     where,

@@ -26,8 +26,10 @@ from kho_drgn.fdt import (
     SubtreeRef,
     decode_kho_fdt,
     fdt_header_totalsize,
+    fdt_invalid,
+    subtree_broken,
 )
-from kho_drgn.findings import Finding, error, info, warning
+from kho_drgn.findings import Finding, error, info, memory_missing, warning
 from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
 from kho_drgn.subtrees import SubtreeView, decode_subtree
 from kho_drgn.target import (
@@ -164,8 +166,7 @@ def read_kexec_metadata(
         blob = read_phys(prog, subtree.phys, min(size, METADATA_READ_LIMIT))
     except FaultError:
         subtree.findings.append(
-            warning(
-                "memory.missing",
+            memory_missing(
                 f"kexec-metadata blob at physical {subtree.phys:#x} "
                 f"({size} bytes) is not in the dump",
                 where,
@@ -197,8 +198,7 @@ def read_handover(
         handover.fdt = decode_kho_fdt(blob, target_byteorder(prog), direction)
     except FaultError:
         handover.findings.append(
-            warning(
-                "memory.missing",
+            memory_missing(
                 f"{direction} root FDT at {where} is not in the dump",
                 direction,
             )
@@ -206,7 +206,7 @@ def read_handover(
         return handover
     except FdtError as e:
         handover.findings.append(
-            error("fdt.invalid", f"{direction} root FDT at {where}: {e}", direction)
+            fdt_invalid(f"{direction} root FDT at {where}", e, direction)
         )
         return handover
 
@@ -258,8 +258,7 @@ def read_subtree_view(
         blob = read_phys(prog, subtree.phys, size)
     except FaultError:
         subtree.findings.append(
-            warning(
-                "memory.missing",
+            memory_missing(
                 f"sub-node {subtree.name!r}: its data at physical "
                 f"{subtree.phys:#x} ({size} bytes) is not in the dump",
                 where,
@@ -286,10 +285,8 @@ def _sub_fdt_size(prog: Program, subtree: SubtreeRef, where: str) -> int | None:
     except FdtError as e:
         problem = f"is not an FDT ({e})"
     subtree.findings.append(
-        error(
-            "fdt.subtree-broken",
-            f"sub-node {subtree.name!r}: data at physical {subtree.phys:#x} {problem}",
-            where,
+        subtree_broken(
+            subtree.name, f"data at physical {subtree.phys:#x} {problem}", where
         )
     )
     return None
@@ -482,8 +479,7 @@ def _read_handed_over_scratch(prog: Program, state: KhoState) -> None:
         raw = read_phys(prog, kho_in.scratch_phys, scratch.count * 16)
     except FaultError:
         scratch.findings.append(
-            warning(
-                "memory.missing",
+            memory_missing(
                 f"the scratch array handed over at physical "
                 f"{kho_in.scratch_phys:#x} is not in the dump",
                 "scratch",

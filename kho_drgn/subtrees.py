@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from kho_drgn.abi import FDT_MAGIC, MetadataLayout
 from kho_drgn.fdt import FdtError, parse_fdt
-from kho_drgn.findings import error, warning
+from kho_drgn.findings import warning
 from kho_drgn.formats import (
     format_for_compatible,
     format_for_magic,
@@ -29,6 +29,7 @@ from kho_drgn.formats.base import (
     DecodeContext,
     ReadPhys,
     SubtreeView,
+    nested_fdt_invalid,
 )
 from kho_drgn.formats.kexec_metadata import decode_metadata_blob, metadata_view
 from kho_drgn.formats.kho_test import KHO_TEST_MAGIC, decode_kho_test
@@ -77,9 +78,7 @@ def decode_subtree(
             root = parse_fdt(blob)
         except FdtError as e:
             view = decode_unknown(blob, where=where, name=name)
-            view.findings.append(
-                error("subtree.fdt-invalid", f"{name}: nested FDT: {e}", where)
-            )
+            view.findings.append(nested_fdt_invalid(name, e, where))
             return view
         fmt = format_for_compatible(root.prop_str("compatible"))
         if fmt is None:

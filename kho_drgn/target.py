@@ -37,7 +37,7 @@ from kho_drgn.abi import (
 )
 from kho_drgn.errors import TARGET_ERRORS
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
-from kho_drgn.findings import Finding, error, warning
+from kho_drgn.findings import Finding, error, memory_missing, warning
 from kho_drgn.metadata import decode_c_string
 from kho_drgn.vmcoreinfo import VmcoreInfo, read_vmcoreinfo
 
@@ -318,12 +318,13 @@ def kho_layout(prog: Program) -> tuple[KhoLayout, list[Finding]]:
     decision = kho_era(prog)
     if decision.problem is None:
         return decision.layout, []
-    code = (
-        "symbols.layout-guess"
-        if decision.chosen_by == "default"
-        else "symbols.era-mismatch"
-    )
-    return decision.layout, [warning(code, decision.problem, "target")]
+    if decision.chosen_by == "default":
+        return decision.layout, [
+            warning("symbols.layout-guess", decision.problem, "target")
+        ]
+    return decision.layout, [
+        warning("symbols.era-mismatch", decision.problem, "target")
+    ]
 
 
 _ERA_KEY = "kho_drgn.era"
@@ -660,7 +661,7 @@ def read_scratch(prog: Program) -> Scratch | None:
         return Scratch(
             None,
             0,
-            findings=[warning("memory.missing", f"kho_scratch: {e}", "scratch")],
+            findings=[memory_missing(f"kho_scratch: {e}", "scratch")],
         )
     scratch = Scratch(
         array_phys=virt_to_phys_or_none(prog, pointer) if pointer else None,
@@ -681,8 +682,7 @@ def read_scratch(prog: Program) -> Scratch | None:
         raw = prog.read(pointer, count * KHO_SCRATCH_ENTRY_SIZE)
     except FaultError:
         scratch.findings.append(
-            warning(
-                "memory.missing",
+            memory_missing(
                 f"kho_scratch array at {pointer:#x} is not in the dump",
                 "scratch",
             )

@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 from kho_drgn.abi import MetadataLayout
 from kho_drgn.fdt import FdtNode
-from kho_drgn.findings import Finding, error, warning
+from kho_drgn.findings import Finding, error, memory_missing
 
 __all__ = (
     "MAX_ENTRIES",
@@ -31,6 +31,7 @@ __all__ = (
     "fdt_u32",
     "fdt_u64",
     "hex_or_missing",
+    "nested_fdt_invalid",
 )
 
 ByteOrder = Literal["little", "big"]
@@ -166,13 +167,17 @@ class PageReader:
                 return bytes(data)
             problem = "is cut short"
         view.findings.append(
-            warning(
-                "memory.missing",
+            memory_missing(
                 f"{view.name}: {what} at physical {address:#x} {problem}",
                 where,
             )
         )
         return None
+
+
+def nested_fdt_invalid(name: str, problem: object, where: str) -> Finding:
+    """A subtree blob that starts like an FDT but libfdt rejects."""
+    return error("subtree.fdt-invalid", f"{name}: nested FDT: {problem}", where)
 
 
 def fdt_u64(node: FdtNode, prop: str, byteorder: ByteOrder) -> int | None:

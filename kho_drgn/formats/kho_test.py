@@ -25,6 +25,7 @@ from kho_drgn.formats.base import (
     SubtreeView,
     fdt_u32,
     hex_or_missing,
+    nested_fdt_invalid,
 )
 
 __all__ = ("FORMAT", "KHO_TEST_MAGIC", "decode_kho_test")
@@ -49,7 +50,7 @@ def decode_kho_test(
         root = parse_fdt(blob)
     except FdtError as e:
         view = SubtreeView("kho_test", "kho-test", None, len(blob))
-        view.findings.append(error("subtree.fdt-invalid", f"kho_test: {e}", where))
+        view.findings.append(nested_fdt_invalid("kho_test", e, where))
         return view
     ctx = DecodeContext(byteorder, read_phys, missing, where)
     return _decode("kho_test", blob, root, ctx)

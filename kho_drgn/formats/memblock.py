@@ -20,6 +20,7 @@ from kho_drgn.formats.base import (
     SubtreeView,
     fdt_u64,
     hex_or_missing,
+    nested_fdt_invalid,
 )
 
 __all__ = ("FORMAT", "decode_memblock")
@@ -33,7 +34,7 @@ def decode_memblock(
         root = parse_fdt(blob)
     except FdtError as e:
         view = SubtreeView("memblock", "memblock", None, len(blob))
-        view.findings.append(error("subtree.fdt-invalid", f"memblock: {e}", where))
+        view.findings.append(nested_fdt_invalid("memblock", e, where))
         return view
     return _decode("memblock", blob, root, DecodeContext(byteorder, where=where))
 
