@@ -19,7 +19,6 @@ from kho_drgn.abi import KEXEC_METADATA_NODE
 from kho_drgn.crash import CrashContext
 from kho_drgn.escape import escape_text
 from kho_drgn.findings import Finding
-from kho_drgn.luo import SEAL_NAMES, LuoFile, LuoSession, LuoSide, flag_names
 from kho_drgn.preserved import PreservedMemory
 from kho_drgn.report import KhoReport
 from kho_drgn.state import Handover, KhoState, KhoStatus, for_each_handover
@@ -27,6 +26,7 @@ from kho_drgn.subtrees import SubtreeView
 
 if TYPE_CHECKING:
     from kho_drgn.debugfs import DebugfsState
+    from kho_drgn.luo import LuoFile, LuoSession, LuoSide
 
 _STATUS_TEXT = {
     KhoStatus.NOT_BUILT: "not built in (no kho_in/kho_out symbols)",
@@ -586,6 +586,8 @@ def _luo_file_row(
         size, pos = str(memfd.size), str(memfd.pos)
         seals = "-" if memfd.seals is None else _hex(memfd.seals)
         if memfd.seals:
+            from kho_drgn.luo import SEAL_NAMES, flag_names
+
             seals += " (" + ",".join(flag_names(memfd.seals, SEAL_NAMES)) + ")"
         checked = [f.preserved for f in memfd.folios]
         ok = sum(1 for c in checked if c in ("page-magic", "map"))

@@ -7,7 +7,7 @@ JSON form documented in the README (``schema`` = :data:`SCHEMA`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from drgn import Program, ProgramFlags
 
@@ -17,12 +17,14 @@ from kho_drgn.chain import KexecChain, build_chain, format_chain
 from kho_drgn.crash import CrashContext, crash_context
 from kho_drgn.findings import Finding, most_severe_first, warning
 from kho_drgn.log import KernelLog
-from kho_drgn.luo_target import LuoState, luo_state
 from kho_drgn.metadata import KexecMetadata
 from kho_drgn.preserved import PreservedMemory, preserved_memory
 from kho_drgn.printk import LogUnavailable, kernel_log
 from kho_drgn.state import Handover, KhoState, kho_state
-from kho_drgn.target import Scratch, SymbolSource, symbol_source
+from kho_drgn.target import Scratch, SymbolSource, symbol_address, symbol_source
+
+if TYPE_CHECKING:
+    from kho_drgn.luo_target import LuoState
 
 SCHEMA = "kho-drgn/report/1"
 
@@ -102,7 +104,7 @@ def kho_report(
     findings = list(state.all_findings()) + chain.findings
     for memory in preserved.values():
         findings.extend(memory.findings)
-    luo = luo_state(prog, state, preserved)
+    luo = _luo_state(prog, state, preserved)
     if luo is not None:
         findings.extend(luo.all_findings())
     if state.symbols is SymbolSource.KALLSYMS and state.status.value != "not-built":
@@ -126,6 +128,23 @@ def kho_report(
         preserved=preserved,
         luo=luo,
     )
+
+
+def _luo_state(
+    prog: Program, state: KhoState, preserved: dict[str, PreservedMemory]
+) -> LuoState | None:
+    """LUO where there is some: a ``LUO`` subtree, or LUO's variables in the
+    kernel (sessions not yet handed over).  Its modules load only then."""
+    subtree = any(
+        h.fdt is not None and h.fdt.subtree("LUO") is not None
+        for h in (state.incoming, state.outgoing)
+        if h is not None
+    )
+    if not subtree and symbol_address(prog, "luo_global") is None:
+        return None
+    from kho_drgn.luo_target import luo_state
+
+    return luo_state(prog, state, preserved)
 
 
 def metadata_to_dict(md: KexecMetadata | None) -> dict[str, Any] | None:
