@@ -1,13 +1,15 @@
 """``kho-triage``: kho-drgn over many dumps, and the fleet report.
 
     kho-triage [run] DUMP|GLOB|DIR... [-o RECORDS.jsonl] [--vmlinux F]
-               [--debuginfo-dir D]... [--jobs N] [--timeout S] [--no-crash]
+               [--debuginfo-dir D]... [--jobs N] [--timeout S]
+               [--discovery-timeout S] [--no-crash]
     kho-triage report RECORDS.jsonl... [--json]
 
 ``run`` exits 0 when every dump was analysed, 1 when any failed or timed
-out, 2 on bad arguments; ``report`` exits 0, 1 when some records could not
-be read (bad JSON or shape: listed, and the rest reported), 2 when a file
-cannot be opened.
+out or a path was skipped, 2 on bad arguments (before any work; an ``-o``
+that is an input is one), 130 when interrupted (``-o`` not written).
+``report`` exits 0, 1 when some records could not be read (bad JSON or
+shape: listed, and the rest reported), 2 when a file cannot be opened.
 """
 
 from __future__ import annotations
