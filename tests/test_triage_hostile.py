@@ -578,3 +578,14 @@ def test_hostile_debuginfo_in_a_run(tree: Path) -> None:
     proc = triage(tree / "vmcore", "--debuginfo-dir", tree / "debug")
     assert proc.returncode == 1 and "Traceback" not in proc.stderr
     assert "not a vmcore" in json.loads(proc.stdout)["error"]
+
+
+def test_links_to_one_dump(tree: Path) -> None:
+    """Symbolic links to a dump give one record; hard links are dumps of
+    their own name (a pipeline may keep copies that way)."""
+    dump = _dump_tree(tree)
+    os.symlink(dump, tree / "host" / "vmcore.link")
+    os.link(dump, tree / "host" / "vmcore.copy")
+    found = discover([str(tree), str(dump)])
+    assert found.dumps == [tree / "host" / "vmcore", tree / "host" / "vmcore.copy"]
+    assert found.skipped == []

@@ -239,7 +239,7 @@ def discover(args: Iterable[str], deadline: float | None = None) -> Discovery:
     everything not yet walked when ``deadline`` (``time.monotonic()``) passes.
     """
     found = Discovery()
-    taken: set[tuple[int, int]] = set()
+    taken: set[str] = set()
     walked: set[tuple[int, int]] = set()
     pending = [c for arg in args for c in _candidates(arg)]
     for n, item in enumerate(pending):
@@ -262,7 +262,7 @@ def discover(args: Iterable[str], deadline: float | None = None) -> Discovery:
 def _discover_one(
     path: Path,
     found: Discovery,
-    taken: set[tuple[int, int]],
+    taken: set[str],
     walked: set[tuple[int, int]],
     deadline: float | None,
 ) -> None:
@@ -297,8 +297,11 @@ def _discover_one(
             or _dump_kind_of(head) is not None
         ):
             continue
-        if identity(file_st) not in taken:
-            taken.add(identity(file_st))
+        # one record per file, whatever the symbolic links to it (hard links
+        # are dumps of their own name: a pipeline may keep copies that way)
+        key = os.path.realpath(file)
+        if key not in taken:
+            taken.add(key)
             found.inputs.add(identity(file_st))
             found.dumps.append(file)
 
