@@ -207,6 +207,12 @@ def _is_dump_like(path: Path) -> bool:
     return head.startswith((*KDUMP_MAGICS, FLAT_MAGIC))
 
 
+def _entry(path: Path) -> str:
+    """A directory entry by its directory's real path: the tree reaches one
+    entry by several paths when a link leads to a directory."""
+    return os.path.join(os.path.realpath(path.parent), path.name)
+
+
 def check_coverage(
     root: Path,
     created: list[Path],
@@ -215,12 +221,12 @@ def check_coverage(
     dump_like_must_be_found: bool,
 ) -> None:
     """Every created path is accounted for (see the module docstring)."""
-    reported = {str(s.path) for s in skipped}
+    reported = {_entry(s.path) for s in skipped}
     for s in skipped:
         assert isinstance(s.reason, str) and s.reason, s
     for path in created:
         chain = [path, *path.parents]
-        if any(str(p) in reported for p in chain[: chain.index(root) + 1]):
+        if any(_entry(p) in reported for p in chain[: chain.index(root) + 1]):
             continue
         try:
             st_ = os.stat(path)
