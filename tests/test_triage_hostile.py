@@ -388,6 +388,24 @@ def test_output_replaced_only_when_complete(
     assert sorted(p.name for p in tree.iterdir()) == ["host", "records.jsonl"]
 
 
+def test_output_that_cannot_be_written_is_said_and_removed(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tree / "vmcore").write_bytes(b"not a dump")
+    out = tree / "records.jsonl"
+    out.write_text("previous run\n")
+
+    def full(self: cli.AtomicOutput) -> None:
+        raise OSError(28, "No space left on device", str(self.temp))
+
+    monkeypatch.setattr(cli.AtomicOutput, "commit", full)
+    assert cli.main([str(tree / "vmcore"), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and f"{out} not written" in err
+    assert out.read_text() == "previous run\n"
+    assert sorted(p.name for p in tree.iterdir()) == ["records.jsonl", "vmcore"]
+
+
 def test_output_through_a_symlink_keeps_the_link(tree: Path) -> None:
     (tree / "vmcore").write_bytes(b"not a dump")
     (tree / "records").mkdir()

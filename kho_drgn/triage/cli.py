@@ -31,7 +31,7 @@ from types import FrameType
 from typing import IO, Any
 
 from kho_drgn.escape import escape_text
-from kho_drgn.triage.batch import BatchOptions, max_jobs, run_batch
+from kho_drgn.triage.batch import JOBS_PER_CPU, BatchOptions, max_jobs, run_batch
 from kho_drgn.triage.discover import (
     TIMED_OUT,
     DebuginfoIndex,
@@ -70,7 +70,8 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
         except ValueError:
             raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
         if not (math.isfinite(value) and value > 0):
-            raise argparse.ArgumentTypeError(f"must be positive and finite, not {text}")
+            finite = " and finite" if kind is float else ""
+            raise argparse.ArgumentTypeError(f"must be positive{finite}, not {text}")
         return value
 
     return parse
@@ -192,7 +193,8 @@ def check_not_an_input(
     for path in paths:
         if os.path.realpath(path) == str(target):
             raise UsageError(
-                f"-o {target}: is the input {path}; it is never written over"
+                f"-o {target}: is the input {escape_text(str(path))}; "
+                "it is never written over"
             )
 
 
@@ -324,7 +326,10 @@ def run_main(argv: list[str]) -> int:
         return 1
     jobs = min(args.jobs, max_jobs(len(found.dumps)))
     if args.jobs > max_jobs(args.jobs):
-        _warn(f"-j {args.jobs} capped at {jobs} (at most 4 per CPU, 1 per dump)")
+        _warn(
+            f"-j {args.jobs} capped at {jobs} "
+            f"(at most {JOBS_PER_CPU} per CPU, 1 per dump)"
+        )
     options = BatchOptions(
         vmlinux=args.vmlinux,
         index=index.by_build_id if index else None,
@@ -367,6 +372,11 @@ def _run_batch(
             output.discard()
         _warn("interrupted" + (f": {output.target} not written" if output else ""))
         return INTERRUPTED
+    except OSError as e:  # disk full, quota, I/O error
+        if output is not None:
+            output.discard()
+        _warn(f"stopped: {e}" + (f"; {output.target} not written" if output else ""))
+        return 1
     except BaseException:
         if output is not None:
             output.discard()
