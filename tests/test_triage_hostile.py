@@ -285,7 +285,7 @@ def test_output_aimed_at_a_dump_is_refused(tree: Path, how: str) -> None:
     assert "it is never written over" in proc.stderr
     assert proc.stdout == "" and "Traceback" not in proc.stderr
     assert digest(dump) == before
-    assert [p.name for p in tree.iterdir() if ".kho-triage." in p.name] == []
+    assert [p.name for p in tree.rglob("*.kho-triage.tmp")] == []
 
 
 def test_output_aimed_at_a_directory_entry_read_is_refused(tree: Path) -> None:
@@ -340,6 +340,17 @@ def test_bad_output_is_a_usage_error_before_any_work(
     assert f"kho-triage: -o {output}: {message}" in proc.stderr
     assert "skipped" not in proc.stderr and proc.stdout == ""
     assert "Traceback" not in proc.stderr
+
+
+@pytest.mark.parametrize("output", ["/nonexistent/x", "/proc/version", "/dev/null"])
+def test_bad_output_is_refused_before_discovery(
+    tree: Path, monkeypatch: pytest.MonkeyPatch, output: str
+) -> None:
+    def discover(*args: Any) -> None:
+        raise AssertionError("discovery ran")
+
+    monkeypatch.setattr(cli, "discover", discover)
+    assert cli.main([str(tree), "-o", output]) == 2
 
 
 def test_unwritable_output_directory_is_a_usage_error(tree: Path) -> None:

@@ -298,19 +298,27 @@ def _protected(
 
 def run_main(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
+    output: AtomicOutput | None = None
     try:
         check_inputs(args.vmlinux, args.debuginfo_dir)
-        target = output_target(args.output) if args.output else None
+        if args.output:
+            # what can be refused without a walk is refused before it; the
+            # temporary file (a new name: never an input) proves the place
+            # writable before any work
+            target = output_target(args.output)
+            check_not_an_input(target, *_protected(args, Discovery(), None))
+            output = AtomicOutput(target)
         found, index = _find_inputs(args)
-        if target is not None:
-            check_not_an_input(target, *_protected(args, found, index))
-        output = AtomicOutput(target) if target is not None else None
-    except UsageError as e:
+        if output is not None:
+            check_not_an_input(output.target, *_protected(args, found, index))
+    except (UsageError, KeyboardInterrupt) as e:
+        if output is not None:
+            output.discard()
+        if isinstance(e, KeyboardInterrupt):
+            _warn("interrupted while finding the dumps")
+            return INTERRUPTED
         _warn(str(e))
         return 2
-    except KeyboardInterrupt:
-        _warn("interrupted while finding the dumps")
-        return INTERRUPTED
     for skipped in found.skipped:
         _warn(f"skipped {escape_text(str(skipped.path))}: {skipped.reason}")
     debuginfo_skipped = index.skipped if index else []
