@@ -618,3 +618,22 @@ def test_links_to_one_dump(tree: Path) -> None:
     found = discover([str(tree), str(dump)])
     assert found.dumps == [tree / "host" / "vmcore", tree / "host" / "vmcore.copy"]
     assert found.skipped == []
+
+
+def test_unlistable_directory_reported_under_every_name(tree: Path) -> None:
+    """Found by the fuzz job: a link to an unlistable directory, walked
+    first, hid the directory's own name."""
+    (tree / "dump.2").mkdir()
+    (tree / "dump.2" / "vmcore").write_bytes(b"x")
+    (tree / "dump.2").chmod(0o600 if os.geteuid() == 0 else 0o000)
+    os.symlink("dump.2", tree / "core")
+
+    def walk() -> int:
+        found = discover([str(tree)])
+        assert {str(s.path) for s in found.skipped} == {
+            str(tree / "core"), str(tree / "dump.2"),
+        }  # fmt: skip
+        return 0
+
+    outcome = run_unprivileged(walk)
+    assert outcome.status == 0, outcome.stderr

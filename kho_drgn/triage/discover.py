@@ -184,14 +184,15 @@ def for_each_file(
         return
     if identity(top_st) in seen:
         return
-    seen.add(identity(top_st))
     _check_deadline(deadline)
     try:
         with os.scandir(top) as it:
             names = sorted(entry.name for entry in it)
     except OSError as e:
+        # reported under every name that leads to it: none is walked
         yield Skipped(top, f"cannot list directory: {reason(e)}")
         return
+    seen.add(identity(top_st))
     for name in names:
         _check_deadline(deadline)
         path = top / name
