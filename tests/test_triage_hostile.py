@@ -637,3 +637,19 @@ def test_unlistable_directory_reported_under_every_name(tree: Path) -> None:
 
     outcome = run_unprivileged(walk)
     assert outcome.status == 0, outcome.stderr
+
+
+def test_deep_tree(tree: Path) -> None:
+    """Deeper than Python's recursion limit: the walk keeps its own stack."""
+    levels = [tree]
+    for _ in range(sys.getrecursionlimit() + 100):
+        levels.append(levels[-1] / "d")
+        levels[-1].mkdir()
+    (levels[-1] / "vmcore").write_bytes(core_bytes())
+    try:
+        found = discover([str(tree)])
+        assert found.dumps == [levels[-1] / "vmcore"] and found.skipped == []
+    finally:
+        (levels[-1] / "vmcore").unlink()
+        for level in reversed(levels[1:]):
+            level.rmdir()

@@ -168,11 +168,14 @@ def _check_deadline(deadline: float | None) -> None:
 def for_each_file(
     top: Path, deadline: float | None = None, seen: set[tuple[int, int]] | None = None
 ) -> Iterator[tuple[Path, os.stat_result] | Skipped]:
-    """Every regular file under ``top`` with its stat, in name order, and a
-    :class:`Skipped` for every entry that is not one or cannot be read.
+    """Every regular file under ``top`` with its stat, depth first in name
+    order, and a :class:`Skipped` for every entry that is not one or cannot
+    be read.
 
     Symbolic links are followed (a directory is walked once, whatever the
-    links to it, so loops end); nothing is opened but directories.
+    links to it, so loops end; ``seen`` holds the directories walked);
+    nothing is opened but directories, and however deep the tree the walk
+    keeps its own stack.
 
     :raises DiscoveryTimeout: when ``deadline`` (``time.monotonic()``) passes.
     """
@@ -182,20 +185,20 @@ def for_each_file(
     except OSError as e:
         yield Skipped(top, f"cannot read: {reason(e)}")
         return
-    if identity(top_st) in seen:
-        return
-    _check_deadline(deadline)
-    try:
-        with os.scandir(top) as it:
-            names = sorted(entry.name for entry in it)
-    except OSError as e:
-        # reported under every name that leads to it: none is walked
-        yield Skipped(top, f"cannot list directory: {reason(e)}")
-        return
-    seen.add(identity(top_st))
-    for name in names:
+    stack: list[tuple[Path, Iterator[str]]] = []
+    listed = _listing(top, top_st, seen, deadline)
+    if isinstance(listed, Skipped):
+        yield listed
+    elif listed is not None:
+        stack.append((top, listed))
+    while stack:
+        directory, names = stack[-1]
+        name = next(names, None)
+        if name is None:
+            stack.pop()
+            continue
         _check_deadline(deadline)
-        path = top / name
+        path = directory / name
         try:
             st = os.stat(path)
         except OSError as e:
@@ -203,11 +206,35 @@ def for_each_file(
             yield Skipped(path, f"{'broken link: ' if broken else ''}{reason(e)}")
             continue
         if stat.S_ISDIR(st.st_mode):
-            yield from for_each_file(path, deadline, seen)
+            listed = _listing(path, st, seen, deadline)
+            if isinstance(listed, Skipped):
+                yield listed
+            elif listed is not None:
+                stack.append((path, listed))
         elif stat.S_ISREG(st.st_mode):
             yield path, st
         else:
             yield Skipped(path, f"not a regular file ({file_kind(st.st_mode)})")
+
+
+def _listing(
+    directory: Path,
+    st: os.stat_result,
+    seen: set[tuple[int, int]],
+    deadline: float | None,
+) -> Iterator[str] | Skipped | None:
+    """The names in a directory, sorted; None if it was walked already."""
+    if identity(st) in seen:
+        return None
+    _check_deadline(deadline)
+    try:
+        with os.scandir(directory) as it:
+            names = sorted(entry.name for entry in it)
+    except OSError as e:
+        # reported under every name that leads to it: none is walked
+        return Skipped(directory, f"cannot list directory: {reason(e)}")
+    seen.add(identity(st))
+    return iter(names)
 
 
 def _sniff(path: Path) -> bytes | Skipped:
