@@ -653,3 +653,14 @@ def test_deep_tree(tree: Path) -> None:
         (levels[-1] / "vmcore").unlink()
         for level in reversed(levels[1:]):
             level.rmdir()
+
+
+def test_cut_kdump_and_flattened_headers_are_specific(tree: Path) -> None:
+    (tree / "vmcore.kdump").write_bytes(b"KDUMP   " + bytes(1016))
+    (tree / "vmcore.flat").write_bytes(b"makedumpfile" + bytes(4084))
+    proc = triage(tree)
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    for record in records(proc.stdout).values():
+        assert record["status"] == "failed"
+        assert record["error"].startswith("cannot open as a dump: "), record
+        assert "\n" not in record["error"]

@@ -103,12 +103,10 @@ def analyse(
     prog = drgn.Program()
     try:
         prog.set_core_dump(dump)
-    except (OSError, ValueError, drgn.FaultError, drgn.BadDataError) as e:
-        # BadDataError: e.g. a VMCOREINFO note without OSRELEASE.
-        record["error"] = f"cannot open as a dump: {e}"
-        return record
-    except Exception as e:  # drgn raises plain Exception for libelf errors
-        record["error"] = f"cannot open as a dump: {e}"
+    except Exception as e:
+        # BadDataError: e.g. a VMCOREINFO note without OSRELEASE; plain
+        # Exception: libelf and libkdumpfile errors (one line, no newline)
+        record["error"] = f"cannot open as a dump: {str(e).strip()}"
         return record
     info = read_vmcoreinfo(prog)
     build_id = info.build_id if info else None
