@@ -195,14 +195,23 @@ def test_usage_errors() -> None:
 def test_missing_dump_and_vmlinux_say_so() -> None:
     proc = triage("/nonexistent.vmcore")
     assert proc.returncode == 1
-    assert json.loads(proc.stdout)["error"] == "cannot open: No such file or directory"
+    record = json.loads(proc.stdout)
+    assert record["status"] == "skipped"
+    assert record["error"] == "cannot open: No such file or directory"
+    assert "skipped /nonexistent.vmcore" in proc.stderr
     vmcore, _ = fixture_files(load_truth("cold-b"))
     proc = triage(str(vmcore), "--vmlinux", "/nonexistent/vmlinux")
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert "--vmlinux /nonexistent/vmlinux: No such file or directory" in proc.stderr
+
+
+def test_vmlinux_error_is_always_in_the_record() -> None:
+    vmcore, vmlinux = fixture_files(load_truth("cold-b"))
+    proc = triage(str(vmcore), "--vmlinux", str(vmlinux))
+    assert proc.returncode == 0, proc.stderr
     record = json.loads(proc.stdout)
-    assert record["status"] == "ok" and record["report"]["chain"]["kexec_count"] == 0
-    assert record["vmlinux_error"] == (
-        "cannot read /nonexistent/vmlinux: No such file or directory"
-    )
+    assert record["status"] == "ok" and record["vmlinux_match"] == "explicit"
+    assert "vmlinux_error" in record and record["vmlinux_error"] is None
 
 
 def test_report_lists_unreadable_records_and_goes_on(tmp_path: Path) -> None:

@@ -16,7 +16,13 @@ from typing import Any
 
 import drgn
 
-from kho_drgn.triage.discover import elf_build_id
+from kho_drgn.triage.discover import (
+    dump_kind,
+    elf_build_id,
+    elf_core_problem,
+    open_regular,
+    reason,
+)
 
 RECORD_SCHEMA = "kho-drgn/triage-record/1"
 _UTS_FIELD = 65  # struct new_utsname: six char[65]; nodename is the second
@@ -30,6 +36,7 @@ def failed_record(dump: str, error: str, status: str = "failed") -> dict[str, An
         "host_source": None,
         "vmlinux": None,
         "vmlinux_match": "none",
+        "vmlinux_error": None,
         "status": status,
         "error": error,
         "elapsed_s": None,
@@ -87,12 +94,19 @@ def analyse(
 
     start = time.monotonic()
     record = failed_record(dump, "")
+    if dump_kind(Path(dump)) == "elf":
+        # libelf's own message for these is "invalid operation"
+        problem = elf_core_problem(Path(dump))
+        if problem is not None:
+            record["error"] = problem
+            return record
     prog = drgn.Program()
     try:
         prog.set_core_dump(dump)
-    except (OSError, ValueError, drgn.FaultError, drgn.BadDataError) as e:
-        # BadDataError: e.g. a VMCOREINFO note without OSRELEASE.
-        record["error"] = f"cannot open as a dump: {e}"
+    except Exception as e:
+        # BadDataError: e.g. a VMCOREINFO note without OSRELEASE; plain
+        # Exception: libelf and libkdumpfile errors (one line, no newline)
+        record["error"] = f"cannot open as a dump: {str(e).strip()}"
         return record
     info = read_vmcoreinfo(prog)
     build_id = info.build_id if info else None
@@ -102,13 +116,13 @@ def analyse(
         vmlinux, record["vmlinux_match"] = index[build_id], "build-id"
     if vmlinux is not None:
         try:
-            with open(vmlinux, "rb"):
+            with open_regular(Path(vmlinux)):
                 pass
             prog.load_debug_info([vmlinux])
         except drgn.MissingDebugInfoError as e:
             record["vmlinux_error"] = str(e)
         except OSError as e:
-            record["vmlinux_error"] = f"cannot read {vmlinux}: {e.strerror or e}"
+            record["vmlinux_error"] = f"cannot read {vmlinux}: {reason(e)}"
         record["vmlinux"] = vmlinux
     record["host"], record["host_source"] = host_of(nodename(prog), dump)
     try:
