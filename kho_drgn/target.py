@@ -38,6 +38,7 @@ from kho_drgn.abi import (
 from kho_drgn.errors import TARGET_ERRORS
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
 from kho_drgn.findings import Finding, error, memory_missing, warning
+from kho_drgn.kallsyms import KallsymsLookup, kallsyms_lookup, read_kallsyms_tables
 from kho_drgn.metadata import decode_c_string
 from kho_drgn.vmcoreinfo import VmcoreInfo, read_vmcoreinfo
 
@@ -112,6 +113,19 @@ class KhoTarget:
     #: (:data:`KALLSYMS_MISSING` when its tables are not in the dump).
     kallsyms_error: str | None = None
     _kallsyms_tried: bool = False
+    #: The few-symbols reader of the same tables (no-DWARF only), checked
+    #: against VMCOREINFO; None until tried, or when it cannot be trusted.
+    kallsyms_lookup: KallsymsLookup | None = None
+    _lookup_tried: bool = False
+
+    def fast_kallsyms(self, prog: Program) -> KallsymsLookup | None:
+        """Look up single names without decoding every symbol (see
+        :mod:`kho_drgn.kallsyms`); None means: use the full index."""
+        if not self._lookup_tried:
+            self._lookup_tried = True
+            if "kallsyms" not in prog.enabled_symbol_finders():
+                self.kallsyms_lookup = _load_kallsyms_lookup(prog, self)
+        return self.kallsyms_lookup
 
     def kallsyms_index(self, prog: Program) -> SymbolIndex | None:
         """The private kallsyms index of ``prog``, built on first use."""
@@ -152,6 +166,25 @@ def _detect_symbol_source(prog: Program) -> SymbolSource:
 
 #: ``KhoTarget.kallsyms_error`` when the tables are not in the dump.
 KALLSYMS_MISSING = "missing"
+
+
+def _load_kallsyms_lookup(prog: Program, target: KhoTarget) -> KallsymsLookup | None:
+    """kho-drgn's own reader of the kallsyms tables, if it checks out."""
+    info = target.vmcoreinfo
+    if info is None or target.live:
+        return None  # a live kernel's /proc/kallsyms goes through drgn
+    symbols = {
+        key[len("SYMBOL(") : -1]: value
+        for key in info.entries
+        if key.startswith("SYMBOL(") and (value := info.number(key)) is not None
+    }
+    try:
+        tables = read_kallsyms_tables(
+            lambda address, size: prog.read(address, size), symbols, target.byteorder
+        )
+    except TARGET_ERRORS:
+        return None
+    return None if tables is None else kallsyms_lookup(tables, symbols)
 
 
 def _load_kallsyms(prog: Program) -> tuple[SymbolIndex | None, str | None]:
@@ -235,6 +268,9 @@ def symbol_address(prog: Program, name: str) -> int | None:
         pass
     target = kho_target(prog)
     if target.symbols is SymbolSource.KALLSYMS:
+        fast = target.fast_kallsyms(prog)
+        if fast is not None:
+            return fast.address(name)
         index = target.kallsyms_index(prog)
         if index is not None:
             found = index(prog, name, None, True)
