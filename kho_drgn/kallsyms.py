@@ -14,9 +14,9 @@ found with ``bytes.find`` in ``kallsyms_names``; the entry's index (through
 Nothing here is trusted on faith: :func:`kallsyms_lookup` first looks up
 symbols whose addresses VMCOREINFO gives and returns None unless enough are
 found at the right address and few (values, not addresses) elsewhere: the
-replay, the table layout and the address scheme are all checked that way.  The caller then falls back to
-drgn's full index.  Pure but for :func:`read_kallsyms_tables`, which reads
-the tables through a callback.
+replay, the table layout and the address scheme are all checked that way.
+The caller then falls back to drgn's full index.  Pure but for
+:func:`read_kallsyms_tables`, which reads the tables through a callback.
 """
 
 from __future__ import annotations
