@@ -21,7 +21,13 @@ from kho_drgn.metadata import KexecMetadata
 from kho_drgn.preserved import PreservedMemory, preserved_memory
 from kho_drgn.printk import LogUnavailable, kernel_log
 from kho_drgn.state import Handover, KhoState, kho_state
-from kho_drgn.target import Scratch, SymbolSource, symbol_address, symbol_source
+from kho_drgn.target import (
+    TARGET_ERRORS,
+    Scratch,
+    SymbolSource,
+    symbol_address,
+    symbol_source,
+)
 
 if TYPE_CHECKING:
     from kho_drgn.luo_target import LuoState
@@ -140,11 +146,24 @@ def _luo_state(
         for h in (state.incoming, state.outgoing)
         if h is not None
     )
-    if not subtree and symbol_address(prog, "luo_global") is None:
+    if not subtree and (
+        symbol_address(prog, "luo_global") is None or _luo_disabled(prog)
+    ):
         return None
     from kho_drgn.luo_target import luo_state
 
     return luo_state(prog, state, preserved)
+
+
+def _luo_disabled(prog: Program) -> bool:
+    """``luo_global.enabled`` is false (no ``liveupdate=on``): no session can
+    exist.  Known only from DWARF; otherwise LUO is read to find out."""
+    if symbol_source(prog) is not SymbolSource.DWARF:
+        return False
+    try:
+        return not prog["luo_global"].enabled.value_()
+    except (*TARGET_ERRORS, AttributeError):
+        return False
 
 
 def metadata_to_dict(md: KexecMetadata | None) -> dict[str, Any] | None:
