@@ -11,7 +11,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from kho_drgn.abi import EXEC_FROM_RE
-from kho_drgn.findings import Finding, Severity, error, info, warning
+from kho_drgn.checks import (
+    check_boot_line,
+    check_kernel_complaints,
+    check_kho_in_copy,
+    check_outgoing,
+)
+from kho_drgn.findings import Finding, Severity, error
 from kho_drgn.state import KHO_IN_UNREADABLE, PREDATES_METADATA, KhoState, KhoStatus
 
 
@@ -128,13 +134,14 @@ def build_chain(
         chain.next_kexec_count = outgoing_md.kexec_count
 
     chain.findings.extend(_chain_from_log(state, chain, boot_line, log_lines))
-    chain.findings.extend(_check_kho_in_copy(state, chain))
-    chain.findings.extend(_check_outgoing(state, chain))
+    # The chain's cross-checks (kho_drgn.checks), once it is decided.
+    chain.findings.extend(
+        check_kho_in_copy(state, follows_copy=chain.source == KHO_IN_OVER_BLOB)
+    )
+    chain.findings.extend(check_outgoing(state, chain))
     if chain.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
-        chain.findings.extend(
-            _check_boot_line(chain, boot_line, log_lines, log_wrapped)
-        )
-    chain.findings.extend(_kernel_complaints(log_lines or []))
+        chain.findings.extend(check_boot_line(chain, boot_line, log_lines, log_wrapped))
+    chain.findings.extend(check_kernel_complaints(log_lines or []))
     _without_metadata(state, chain, log_lines or [])
     return chain
 
@@ -294,111 +301,6 @@ def _copy_outweighs_blob(state: KhoState, boot_line: BootLine | None) -> bool:
     return support(*copy) >= support(*blob)
 
 
-def _check_kho_in_copy(state: KhoState, chain: KexecChain) -> list[Finding]:
-    """The incoming blob against the copy the kernel made of it at boot."""
-    kho_in = state.kho_in
-    md = state.incoming.metadata if state.incoming else None
-    if kho_in is None or not kho_in.has_metadata_copy or md is None or not md.valid:
-        return []
-    if state.status is not KhoStatus.KEXEC:
-        return []
-    if (md.previous_release, md.kexec_count) == (
-        kho_in.previous_release,
-        kho_in.kexec_count,
-    ):
-        return []
-    return [
-        error(
-            "check.blob-vs-kho-in",
-            f"incoming kexec-metadata blob says {md.previous_release!r} count "
-            f"{md.kexec_count}, but the copy the kernel made at boot (kho_in) "
-            f"says {kho_in.previous_release!r} count {kho_in.kexec_count}: "
-            "one of them changed after boot; the chain follows "
-            + (
-                "the copy, which the boot line and outgoing count bear out "
-                "at least as well"
-                if chain.source == KHO_IN_OVER_BLOB
-                else "the blob, which the boot line and outgoing count bear out"
-            ),
-            "incoming",
-        )
-    ]
-
-
-def _check_outgoing(state: KhoState, chain: KexecChain) -> list[Finding]:
-    """Outgoing metadata: count is incoming + 1, release is the running one."""
-    md = state.outgoing.metadata if state.outgoing else None
-    if md is None or not md.valid:
-        return []
-    findings = []
-    if chain.kexec_count is not None and md.kexec_count != chain.kexec_count + 1:
-        findings.append(
-            error(
-                "check.outgoing-count",
-                f"outgoing kexec_count is {md.kexec_count}, expected "
-                f"{chain.kexec_count + 1} (incoming {chain.kexec_count} + 1)",
-                "outgoing",
-            )
-        )
-    if state.release is not None and md.previous_release != state.release:
-        findings.append(
-            error(
-                "check.outgoing-release",
-                f"outgoing previous_release is {md.previous_release!r}, but the "
-                f"running kernel is {state.release!r}",
-                "outgoing",
-            )
-        )
-    return findings
-
-
-def _check_boot_line(
-    chain: KexecChain,
-    boot_line: BootLine | None,
-    log_lines: list[str] | None,
-    log_wrapped: bool,
-) -> list[Finding]:
-    """The boot log line against the decoded metadata."""
-    if log_lines is None:
-        return [
-            info(
-                "log.unavailable",
-                "the kernel log could not be read: boot line not checked",
-                "log",
-            )
-        ]
-    if boot_line is None:
-        if chain.status is not KhoStatus.KEXEC:
-            return []
-        if log_wrapped:
-            why = "the log buffer wrapped and the boot records are gone"
-        else:
-            why = "the log is complete, so the kernel did not print it"
-        return [info("log.boot-line-gone", f"no 'KHO: exec from:' line: {why}", "log")]
-    if chain.status is KhoStatus.COLD_BOOT:
-        return [
-            warning(
-                "check.boot-line-on-cold-boot",
-                f"log has {boot_line.text!r} but there is no incoming handover",
-                "log",
-            )
-        ]
-    if (boot_line.release, boot_line.kexec_count) != (
-        chain.previous_release,
-        chain.kexec_count,
-    ):
-        return [
-            error(
-                "check.boot-line",
-                f"boot line says {boot_line.release!r} count "
-                f"{boot_line.kexec_count}, the handover data says "
-                f"{chain.previous_release!r} count {chain.kexec_count}",
-                "log",
-            )
-        ]
-    return []
-
-
 def _plural(n: int, word: str) -> str:
     return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
@@ -471,22 +373,3 @@ def _format_next(chain: KexecChain) -> str:
     if chain.next_release is None:
         return " -> next: (no valid outgoing metadata)"
     return f" -> next: {chain.next_release}, count {chain.next_kexec_count}"
-
-
-#: What the kernel logs when it refuses or cannot use handover data.
-KERNEL_COMPLAINTS = (
-    "KHO: kexec-metadata",
-    "KHO: setup:",
-    "KHO: disabling KHO revival",
-    "broken KHO subnode",
-    "KHO: failed to",
-)
-
-
-def _kernel_complaints(lines: list[str]) -> list[Finding]:
-    """KHO warnings the kernel itself printed, each as a finding."""
-    return [
-        warning("log.kernel-warning", f"the kernel logged: {line.strip()}", "log")
-        for line in lines
-        if any(marker in line for marker in KERNEL_COMPLAINTS)
-    ]

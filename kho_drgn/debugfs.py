@@ -29,6 +29,7 @@ from typing import Any, Literal
 
 from kho_drgn.abi import FDT_HEADER_SIZE, FDT_MAGIC, KEXEC_METADATA_NODE
 from kho_drgn.chain import KexecChain, build_chain, format_chain
+from kho_drgn.checks import check_debugfs_blob
 from kho_drgn.fdt import (
     FdtError,
     KhoFdt,
@@ -375,7 +376,9 @@ def _handover(
         else:
             view = decode_subtree(name, data, byteorder, where=direction)
         handover.subtrees.append(view)
-        _check_size(handover, name, len(data))
+        handover.findings += check_debugfs_blob(
+            handover.fdt, handover.direction, name, len(data)
+        )
     return handover
 
 
@@ -404,29 +407,6 @@ def _root_fdt(handover: DebugfsHandover, blob: bytes, byteorder: ByteOrder) -> N
         handover.fdt = decode_kho_fdt(blob[:totalsize], byteorder, direction)
     except FdtError as e:
         handover.findings.append(fdt_invalid(f"{direction} fdt file", e, direction))
-
-
-def _check_size(handover: DebugfsHandover, name: str, size: int) -> None:
-    """A blob file must be as long as the root FDT's ``blob-size`` says."""
-    if handover.fdt is None:
-        return
-    ref = handover.fdt.subtree(name)
-    if ref is None:
-        handover.findings.append(
-            warning(
-                "debugfs.subtree-not-in-fdt",
-                f"sub_fdts/{name} has no node in the {handover.direction} FDT",
-                handover.direction,
-            )
-        )
-    elif ref.size is not None and ref.size != size:
-        handover.findings.append(
-            warning(
-                "debugfs.blob-size-mismatch",
-                f"sub_fdts/{name} has {size} bytes, the FDT's blob-size is {ref.size}",
-                handover.direction,
-            )
-        )
 
 
 def _hex_lines(data: bytes | None) -> list[int] | None:

@@ -23,13 +23,13 @@ from typing import Any
 from drgn import FaultError, Program
 
 from kho_drgn.abi import KHO_PAGE_MAGIC
+from kho_drgn.checks import check_blobs_preserved, compare_with_magic
 from kho_drgn.findings import Finding, error, info, warning
 from kho_drgn.memmap import (
     CHUNK_BITMAP_BITS_PAGE,
     PAGE_SIZE,
     MapLimits,
     MemoryMapSummary,
-    PhysRange,
     chunk_bitmap_bits_for_release,
     summarize_memory_map,
 )
@@ -228,95 +228,6 @@ def read_memory_map(
         missing=(FaultError,),
         where=handover.direction,
     )
-
-
-def compare_with_magic(
-    summary: MemoryMapSummary | None, scan: MagicScan, where: str = "incoming"
-) -> tuple[int, int, list[Finding]]:
-    """Tagged blocks vs the incoming map: (tagged not in map, restored, findings).
-
-    Pure.  Every tagged block must be a block of the incoming map (same
-    address and order); map blocks without the tag were restored.
-    """
-    findings: list[Finding] = []
-    usable = summary is not None and summary.complete and summary.blocks > 0
-    if not usable:
-        if scan.tagged_count:
-            findings.append(
-                info(
-                    "memmap.from-page-magic",
-                    f"the incoming map cannot be walked; {scan.tagged_count} "
-                    f"block(s), {scan.tagged_pages} page(s), still carry "
-                    "KHO_PAGE_MAGIC: preserved by the previous kernel and not "
-                    "restored yet",
-                    where,
-                )
-            )
-        return 0, 0, findings
-    assert summary is not None
-    not_in_map = [
-        (phys, order)
-        for phys, order in scan.tagged.items()
-        if not _covered(summary.ranges, phys, PAGE_SIZE << order)
-    ]
-    restored = max(0, summary.blocks - (scan.tagged_count - len(not_in_map)))
-    if not_in_map:
-        phys, order = not_in_map[0]
-        findings.append(
-            error(
-                "memmap.magic-not-in-map",
-                f"{len(not_in_map)} page(s) carry KHO_PAGE_MAGIC but are not in "
-                f"the incoming map (first {phys:#x}, order {order}): the map "
-                "and the struct pages disagree",
-                where,
-            )
-        )
-    return len(not_in_map), restored, findings
-
-
-def _covered(ranges: list[PhysRange], start: int, size: int) -> bool:
-    """Whether ``[start, start + size)`` lies inside one of the sorted ranges."""
-    lo, hi = 0, len(ranges)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if ranges[mid].end <= start:
-            lo = mid + 1
-        else:
-            hi = mid
-    return (
-        lo < len(ranges)
-        and ranges[lo].start <= start
-        and start + size <= ranges[lo].end
-    )
-
-
-def check_blobs_preserved(
-    handover: Handover, summary: MemoryMapSummary | None
-) -> list[Finding]:
-    """Every outgoing blob must be preserved memory, or the next kernel loses it."""
-    fdt = handover.fdt
-    if (
-        fdt is None
-        or summary is None
-        or not summary.complete
-        or summary.ranges_truncated
-    ):
-        return []
-    findings = []
-    for subtree in fdt.subtrees:
-        if subtree.phys is None or not subtree.size:
-            continue
-        if not _covered(summary.ranges, subtree.phys, subtree.size):
-            findings.append(
-                warning(
-                    "memmap.blob-not-preserved",
-                    f"sub-node {subtree.name!r}: its data at {subtree.phys:#x} "
-                    f"(+{subtree.size}) is not in the {handover.direction} "
-                    "preserved-memory map; the next kernel cannot rely on it",
-                    handover.direction,
-                )
-            )
-    return findings
 
 
 def preserved_memory(

@@ -14,6 +14,7 @@ from drgn import Program, ProgramFlags
 from kho_drgn import __version__
 from kho_drgn.abi import EraDecision
 from kho_drgn.chain import KexecChain, build_chain, format_chain
+from kho_drgn.checks import check_scratch
 from kho_drgn.crash import CrashContext, crash_context
 from kho_drgn.findings import Finding, most_severe_first, warning
 from kho_drgn.log import KernelLog
@@ -107,7 +108,7 @@ def kho_report(
         if with_memory_map
         else {}
     )
-    findings = list(state.all_findings()) + chain.findings
+    findings = list(state.all_findings()) + chain.findings + check_scratch(state)
     for memory in preserved.values():
         findings.extend(memory.findings)
     luo = _luo_state(prog, state, preserved)

@@ -374,7 +374,6 @@ def kho_state(prog: Program) -> KhoState:
     state.findings.extend(_not_finalized(state, finalized))
     _note_predates_metadata(state)
     state.scratch = read_scratch(prog)
-    state.findings.extend(_check_scratch(state))
     if state.status is KhoStatus.KEXEC:
         _read_handed_over_scratch(prog, state)
     return state
@@ -436,28 +435,6 @@ def _note_predates_metadata(state: KhoState) -> None:
             "target",
         )
     )
-
-
-def _check_scratch(state: KhoState) -> list[Finding]:
-    """After a KHO boot the kernel adopts the scratch array it was handed."""
-    scratch, kho_in = state.scratch, state.kho_in
-    if (
-        state.status is not KhoStatus.KEXEC
-        or scratch is None
-        or kho_in is None
-        or not kho_in.scratch_phys
-        or scratch.array_phys is None
-        or scratch.array_phys == kho_in.scratch_phys
-    ):
-        return []
-    return [
-        warning(
-            "scratch.not-adopted",
-            f"kho_scratch is at physical {scratch.array_phys:#x}, not at the "
-            f"array the previous kernel handed over ({kho_in.scratch_phys:#x})",
-            "scratch",
-        )
-    ]
 
 
 def _read_handed_over_scratch(prog: Program, state: KhoState) -> None:

@@ -17,6 +17,7 @@ from kho_drgn.fdt import FdtError, parse_fdt
 from kho_drgn.findings import warning
 from kho_drgn.formats import (
     format_for_compatible,
+    format_for_kind,
     format_for_magic,
     format_for_node,
     formats_named,
@@ -68,6 +69,21 @@ def decode_subtree(
     where: str = "",
 ) -> SubtreeView:
     """Decode one subtree's blob by its content (and its node name)."""
+    view = _decode(name, blob, byteorder, metadata_layout, read_phys, missing, where)
+    if view.summarizer is None:
+        view.summarizer = format_for_kind(view.kind).summary
+    return view
+
+
+def _decode(
+    name: str,
+    blob: bytes,
+    byteorder: ByteOrder,
+    metadata_layout: MetadataLayout | None,
+    read_phys: ReadPhys | None,
+    missing: tuple[type[BaseException], ...],
+    where: str,
+) -> SubtreeView:
     ctx = DecodeContext(byteorder, read_phys, missing, where, metadata_layout)
     is_fdt = blob[:4] == _FDT_MAGIC_BYTES
     by_name = format_for_node(name)

@@ -58,6 +58,10 @@ class SubtreeView:
     fields: dict[str, Any] = field(default_factory=dict)
     entries: list[dict[str, Any]] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
+    #: The summary of the format that decoded it (set with the view).
+    summarizer: Callable[[SubtreeView], str] | None = field(
+        default=None, repr=False, compare=False
+    )
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -72,9 +76,9 @@ class SubtreeView:
 
     def summary(self) -> str:
         """One short line for a table cell, in its format's words."""
-        from kho_drgn.formats import format_for_kind
-
-        return format_for_kind(self.kind).summary(self)
+        if self.summarizer is None:
+            return f"{self.kind}, {self.size} bytes"
+        return self.summarizer(self)
 
 
 @dataclass(frozen=True)

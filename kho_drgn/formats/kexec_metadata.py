@@ -45,6 +45,7 @@ def metadata_view(
             "valid": md.valid,
         },
         findings=list(md.findings),
+        summarizer=_summary,
     )
 
 

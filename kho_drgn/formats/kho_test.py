@@ -49,7 +49,7 @@ def decode_kho_test(
     try:
         root = parse_fdt(blob)
     except FdtError as e:
-        view = SubtreeView("kho_test", "kho-test", None, len(blob))
+        view = SubtreeView("kho_test", "kho-test", None, len(blob), summarizer=_summary)
         view.findings.append(nested_fdt_invalid("kho_test", e, where))
         return view
     ctx = DecodeContext(byteorder, read_phys, missing, where)
@@ -61,7 +61,9 @@ def _decode(
 ) -> SubtreeView:
     assert root is not None  # matched by compatible: always an FDT
     where, byteorder = ctx.where, ctx.byteorder
-    view = SubtreeView(name, "kho-test", root.prop_str("compatible"), len(blob))
+    view = SubtreeView(
+        name, "kho-test", root.prop_str("compatible"), len(blob), summarizer=_summary
+    )
     magic = fdt_u32(root, "magic", byteorder)
     view.fields["magic"] = magic
     view.fields["magic_ok"] = magic == KHO_TEST_MAGIC

@@ -57,7 +57,7 @@ def _decode(
 
 def _decode_ser(name: str, blob: bytes, ctx: DecodeContext) -> SubtreeView:
     where = ctx.where
-    view = SubtreeView(name, "luo", None, len(blob))
+    view = SubtreeView(name, "luo", None, len(blob), summarizer=_summary)
     if len(blob) < LUO_SER_SIZE:
         view.findings.append(
             error(
@@ -130,7 +130,9 @@ def _decode_fdt(
     name: str, blob: bytes, root: FdtNode, ctx: DecodeContext
 ) -> SubtreeView:
     """The luo-v1 FDT form (6.19..7.1): root ``liveupdate-number``."""
-    view = SubtreeView(name, "luo", root.prop_str("compatible"), len(blob))
+    view = SubtreeView(
+        name, "luo", root.prop_str("compatible"), len(blob), summarizer=_summary
+    )
     view.fields["liveupdate_num"] = fdt_u64(root, "liveupdate-number", ctx.byteorder)
     for node in root.children[:MAX_ENTRIES]:
         view.entries.append(
@@ -149,7 +151,7 @@ def _not_a_blob(
     reports damage) and reads the state from the kernel instead.  The bytes
     are someone else's data now and are not shown.
     """
-    view = SubtreeView(name, "luo", None, len(blob))
+    view = SubtreeView(name, "luo", None, len(blob), summarizer=_summary)
     view.fields = {"blob": "reused"}
     return view
 

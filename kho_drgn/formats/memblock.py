@@ -33,7 +33,7 @@ def decode_memblock(
     try:
         root = parse_fdt(blob)
     except FdtError as e:
-        view = SubtreeView("memblock", "memblock", None, len(blob))
+        view = SubtreeView("memblock", "memblock", None, len(blob), summarizer=_summary)
         view.findings.append(nested_fdt_invalid("memblock", e, where))
         return view
     return _decode("memblock", blob, root, DecodeContext(byteorder, where=where))
@@ -44,7 +44,9 @@ def _decode(
 ) -> SubtreeView:
     assert root is not None  # matched by compatible: always an FDT
     where = ctx.where
-    view = SubtreeView(name, "memblock", root.prop_str("compatible"), len(blob))
+    view = SubtreeView(
+        name, "memblock", root.prop_str("compatible"), len(blob), summarizer=_summary
+    )
     total = 0
     for child in root.children[:MAX_ENTRIES]:
         entry: dict[str, Any] = {

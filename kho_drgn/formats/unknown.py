@@ -30,7 +30,7 @@ def decode_unknown(blob: bytes, where: str = "", name: str = "") -> SubtreeView:
 def _decode_raw(
     name: str, blob: bytes, root: FdtNode | None, ctx: DecodeContext
 ) -> SubtreeView:
-    view = SubtreeView(name, "raw", None, len(blob))
+    view = SubtreeView(name, "raw", None, len(blob), summarizer=_summary_raw)
     view.fields = {"first_bytes": blob[:RAW_PREVIEW].hex(" ")}
     return view
 
@@ -39,7 +39,9 @@ def _decode_fdt(
     name: str, blob: bytes, root: FdtNode | None, ctx: DecodeContext
 ) -> SubtreeView:
     assert root is not None
-    view = SubtreeView(name, "fdt", root.prop_str("compatible"), len(blob))
+    view = SubtreeView(
+        name, "fdt", root.prop_str("compatible"), len(blob), summarizer=_summary_fdt
+    )
     for node in for_each_fdt_node(root):
         if len(view.entries) >= MAX_ENTRIES:
             break
