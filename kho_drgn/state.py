@@ -144,17 +144,18 @@ def for_each_handover(state: KhoState) -> Iterator[Handover]:
 
 
 def read_kexec_metadata(
-    prog: Program, subtree: SubtreeRef, where: str
+    prog: Program, subtree: SubtreeRef, where: str, findings: list[Finding]
 ) -> KexecMetadata | None:
     """Read and decode a ``kexec-metadata`` blob from physical memory.
 
-    Returns None (with findings on ``subtree``) when the blob cannot be read.
+    Returns None (with a finding added to ``findings``) when the blob cannot
+    be read.
     """
     if subtree.phys is None or subtree.size is None:
         return None
     size = subtree.size
     if size > METADATA_READ_LIMIT:
-        subtree.findings.append(
+        findings.append(
             error(
                 "metadata.size-implausible",
                 f"kexec-metadata blob-size {size} is larger than a page; "
@@ -165,7 +166,7 @@ def read_kexec_metadata(
     try:
         blob = read_phys(prog, subtree.phys, min(size, METADATA_READ_LIMIT))
     except FaultError:
-        subtree.findings.append(
+        findings.append(
             memory_missing(
                 f"kexec-metadata blob at physical {subtree.phys:#x} "
                 f"({size} bytes) is not in the dump",
@@ -212,9 +213,9 @@ def read_handover(
 
     for subtree in handover.fdt.subtrees:
         if subtree.size is None and subtree.phys is not None and not subtree.findings:
-            subtree.size = _sub_fdt_size(prog, subtree, direction)
+            subtree.size = _sub_fdt_size(prog, subtree, direction, handover.findings)
         if subtree.size is not None and subtree.size > BLOB_MAX_SIZE:
-            subtree.findings.append(
+            handover.findings.append(
                 warning(
                     "fdt.blob-size-implausible",
                     f"sub-node {subtree.name!r} declares blob-size {subtree.size}",
@@ -232,24 +233,27 @@ def read_handover(
             )
         )
     else:
-        handover.metadata = read_kexec_metadata(prog, metadata_ref, direction)
+        handover.metadata = read_kexec_metadata(
+            prog, metadata_ref, direction, handover.findings
+        )
     handover.views = [
         view
         for ref in handover.fdt.subtrees
         if ref.name != KEXEC_METADATA_NODE
-        and (view := read_subtree_view(prog, ref, direction)) is not None
+        and (view := read_subtree_view(prog, ref, direction, handover.findings))
+        is not None
     ]
     return handover
 
 
 def read_subtree_view(
-    prog: Program, subtree: SubtreeRef, where: str
+    prog: Program, subtree: SubtreeRef, where: str, findings: list[Finding]
 ) -> SubtreeView | None:
     """Read a subtree's blob from physical memory and decode it.
 
     Pointers inside the blob (kho_test's folio list, LUO's sessions) are
-    followed in physical memory, bounded.  None (with a finding on
-    ``subtree``) when the blob is not in the target.
+    followed in physical memory, bounded.  None (with a finding added to
+    ``findings``) when the blob is not in the target.
     """
     if subtree.phys is None or subtree.size is None:
         return None
@@ -257,7 +261,7 @@ def read_subtree_view(
     try:
         blob = read_phys(prog, subtree.phys, size)
     except FaultError:
-        subtree.findings.append(
+        findings.append(
             memory_missing(
                 f"sub-node {subtree.name!r}: its data at physical "
                 f"{subtree.phys:#x} ({size} bytes) is not in the dump",
@@ -275,7 +279,9 @@ def read_subtree_view(
     )
 
 
-def _sub_fdt_size(prog: Program, subtree: SubtreeRef, where: str) -> int | None:
+def _sub_fdt_size(
+    prog: Program, subtree: SubtreeRef, where: str, findings: list[Finding]
+) -> int | None:
     """Size of a subtree that is always an FDT (kho-v1), from its header."""
     assert subtree.phys is not None
     try:
@@ -284,7 +290,7 @@ def _sub_fdt_size(prog: Program, subtree: SubtreeRef, where: str) -> int | None:
         problem = "is not in the dump"
     except FdtError as e:
         problem = f"is not an FDT ({e})"
-    subtree.findings.append(
+    findings.append(
         subtree_broken(
             subtree.name, f"data at physical {subtree.phys:#x} {problem}", where
         )
