@@ -111,8 +111,12 @@ def _crashed_thread(prog: Program, ctx: CrashContext, dwarf: bool) -> None:
         ctx.unavailable["crashed_task"] = "needs vmlinux debug info"
         return
     try:
+        from drgn.helpers.linux.panic import panic_task
+
+        task = panic_task(prog)
+        if not task:
+            raise LookupError("no task panicked")
         thread = prog.crashed_thread()
-        task = thread.object
         ctx.crashed_task = TaskInfo(
             comm=task.comm.string_().decode("utf-8", "replace"),
             pid=task.pid.value_(),
