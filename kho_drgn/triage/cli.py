@@ -22,13 +22,7 @@ from typing import IO, Any
 
 from kho_drgn.triage.batch import BatchOptions, run_batch
 from kho_drgn.triage.discover import for_each_dump, index_debuginfo
-from kho_drgn.triage.fleet import (
-    UNREADABLE,
-    fleet_report,
-    fleet_to_dict,
-    render_fleet,
-    unreadable_record,
-)
+from kho_drgn.triage.records import UNREADABLE
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -41,9 +35,24 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
     return parse
 
 
+RUN_EXAMPLES = """\
+examples:
+  kho-triage /var/crash --debuginfo-dir /usr/lib/debug -o records.jsonl
+  kho-triage /var/crash -o records.parquet     # flat Parquet for a warehouse
+
+subcommands:
+  kho-triage [run] DUMP|GLOB|DIR...   analyse dumps (this help)
+  kho-triage report RECORDS...        group records across a fleet
+                                      (kho-triage report --help)
+"""
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="kho-triage", description="triage KHO dumps in batch"
+        prog="kho-triage",
+        description="triage KHO dumps in batch: one record per dump",
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "dumps", nargs="+", metavar="DUMP", help="dump files, globs or directories"
@@ -105,45 +114,94 @@ def run_main(argv: list[str]) -> int:
     return 1 if failed else 0
 
 
-def report_main(argv: list[str]) -> int:
+REPORT_EXAMPLES = """\
+examples:
+  kho-triage report records.jsonl
+  kho-triage report 'records-*.jsonl' old.parquet --json > fleet.json
+  kho-triage report records.jsonl --hosts     # also every dump of each host
+
+exit status: 0 all records read, 1 some lines were not records (listed with
+file:line, the rest reported), 2 a file cannot be read or bad usage.
+"""
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    from kho_drgn.triage.fleet import available_engines
+
     p = argparse.ArgumentParser(
-        prog="kho-triage report", description="group triage records"
+        prog="kho-triage report",
+        description="group triage records across a fleet: kexec transitions, "
+        "kexec_count, panic signatures, crash buckets, error findings, and "
+        "each host's kexec chain",
+        epilog=REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "records", nargs="+", type=Path, help="JSON Lines from kho-triage run"
+        "records", nargs="+", metavar="RECORDS",
+        help="JSON Lines or .parquet files from kho-triage run, or globs of them",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
+    p.add_argument(
+        "--hosts", action="store_true", help="also list every dump of each host"
     )
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    records = []
-    for path in args.records:
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as e:
-            print(f"kho-triage report: {e}", file=sys.stderr)
-            return 2
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                # e.g. the last line of a run that was killed mid-write
-                record = unreadable_record(where, f"not JSON: {e}")
-            if not isinstance(record, dict):
-                record = unreadable_record(where, "record is not an object")
-            record.setdefault("dump", where)
-            records.append(record)
-    fleet = fleet_report(records)
-    if args.json:
-        print(json.dumps(fleet_to_dict(fleet), indent=2))
-    else:
-        sys.stdout.write(render_fleet(fleet))
-    unreadable = [r for r in fleet.failed if r.get("status") == UNREADABLE]
-    for record in unreadable:
-        print(
-            f"kho-triage report: {record['dump']}: {record['error']}", file=sys.stderr
-        )
+    p.add_argument(
+        "--engine", choices=available_engines(), default=available_engines()[0],
+        help="duckdb (default when installed) or the python fallback",
+    )  # fmt: skip
+    return p
+
+
+def _expand(patterns: list[str]) -> list[Path] | str:
+    """Files named or matched; a message when a pattern matches nothing."""
+    import glob
+
+    files: list[Path] = []
+    for pattern in patterns:
+        if os.path.lexists(pattern) or not glob.has_magic(pattern):
+            files.append(Path(pattern))
+            continue
+        matched = sorted(glob.glob(pattern))
+        if not matched:
+            return f"{pattern}: no file matches"
+        files.extend(Path(m) for m in matched)
+    return files
+
+
+def report_main(argv: list[str]) -> int:
+    from kho_drgn.escape import escape_text
+    from kho_drgn.triage.fleet import (
+        FleetError,
+        fleet_report,
+        render_fleet,
+        write_fleet_json,
+    )
+
+    args = _report_parser().parse_args(argv)
+    files = _expand(args.records)
+    if isinstance(files, str):
+        print(f"kho-triage report: {escape_text(files)}", file=sys.stderr)
+        return 2
+    try:
+        fleet = fleet_report(files, args.engine)
+    except FleetError as e:
+        print(f"kho-triage report: {escape_text(str(e))}", file=sys.stderr)
+        return 2
+    unreadable = 0
+    try:
+        if args.json:
+            write_fleet_json(fleet, sys.stdout, hosts=args.hosts)
+        else:
+            render_fleet(fleet, sys.stdout, hosts=args.hosts)
+        for dump, status, error in fleet.failed():
+            if status == UNREADABLE:
+                unreadable += 1
+                print(
+                    f"kho-triage report: {escape_text(dump)}: "
+                    f"{escape_text(error or '')}",
+                    file=sys.stderr,
+                )
+    finally:
+        fleet.close()
     return 1 if unreadable else 0
 
 
