@@ -130,6 +130,7 @@ def hostile_lines() -> list[bytes]:
     lines += [
         json.dumps(record())[:40].encode(),  # cut
         b'{"status": "ok", "x": NaN}',
+        b'{"status": "failed", "dump": "\\ud800"}',  # a lone surrogate
         b'{"status": "ok", "x": "\xff"}',  # not UTF-8
         b"[" * 100_000 + b"]" * 100_000,  # nested 100,000 deep
         b'{"status": "ok", "report": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
@@ -162,21 +163,27 @@ def test_engines_agree_on_hostile_records(tmp_path: Path) -> None:
     python = report_of(path, "python")
     assert duck == python
     dumps, ok, unknown, tables, failed, hosts, _ = duck
-    assert (dumps, ok, unknown) == (23, 8, 1)
+    assert (dumps, ok, unknown) == (24, 8, 1)
     assert dict(tables["by_kexec_count"])["invalid (negative)"] == 1
     assert dict(tables["by_kexec_count"])[">10"] == 1
     assert dict(tables["by_error_findings"]) == {"metadata.unknown-version": 7}
     unreadable = {d: e for d, _, e in [f for f in failed if f[1] == "unreadable"]}
-    assert len(unreadable) == 12
+    assert len(unreadable) == 13
     assert all(d.startswith(f"{path}:") for d in unreadable)
     assert unreadable[f"{path}:13"] == "malformed record: chain.kexec_count is 2.0"
-    assert unreadable[f"{path}:21"].startswith("not UTF-8")
-    assert unreadable[f"{path}:22"] == "not JSON: nested too deep"
+    assert unreadable[f"{path}:22"].startswith("not UTF-8")
+    assert unreadable[f"{path}:23"] == "not JSON: nested too deep"
+    assert unreadable[f"{path}:21"] == "not JSON: a lone surrogate escape"
     # -4 is invalid: in no chain; "(none)" is in no host
     assert hosts[1] == ("h1", 5, [
         (0, ["7.2-a", "7.2-b"]), (1, ["7.2-b"]), (2, ["7.2-a"]), (3, ["7.2-b"]),
         (11, ["7.2-a"]), (12, ["7.2-b"]),
     ])  # fmt: skip
+    # bad lines in the middle: the whole file is read again by Python
+    lines = hostile_lines()
+    middle = tmp_path / "middle.jsonl"
+    middle.write_bytes(b"\n".join(lines[10:] + lines[:10]) + b"\n")
+    assert report_of(middle, "duckdb") == report_of(middle, "python")
     # good rows are all read by DuckDB itself in a clean file
     clean = tmp_path / "clean.jsonl"
     clean.write_text("".join(json.dumps(record(dump=f"c{i}")) + "\n" for i in range(5)))
@@ -196,7 +203,7 @@ def test_text_report_escapes_and_exit_status(tmp_path: Path) -> None:
         for stream in (proc.stdout, proc.stderr):
             assert not any(b < 0x20 and b != 0x0A for b in stream), stream
         assert b"h\\x1b]0;pwn\\a" in proc.stdout
-        assert f"{path}:22: not JSON: nested too deep".encode() in proc.stderr
+        assert f"{path}:23: not JSON: nested too deep".encode() in proc.stderr
 
 
 def test_parquet_records_report_the_same(tmp_path: Path) -> None:

@@ -192,6 +192,7 @@ def report_main(argv: list[str]) -> int:
             write_fleet_json(fleet, sys.stdout, hosts=args.hosts)
         else:
             render_fleet(fleet, sys.stdout, hosts=args.hosts)
+        sys.stdout.flush()
         for dump, status, error in fleet.failed():
             if status == UNREADABLE:
                 unreadable += 1
@@ -200,6 +201,10 @@ def report_main(argv: list[str]) -> int:
                     f"{escape_text(error or '')}",
                     file=sys.stderr,
                 )
+    except BrokenPipeError:
+        # e.g. `| head`: the reader has gone; no traceback at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
     finally:
         fleet.close()
     return 1 if unreadable else 0

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -35,6 +36,7 @@ from kho_drgn.triage.records import (
     UNREADABLE,
     FlatRecord,
     for_each_jsonl_row,
+    parse_json_line,
 )
 
 __all__ = (
@@ -178,6 +180,9 @@ def fleet_report(
     engine = engine or available_engines()[0]
     for path in files:
         try:
+            mode = path.stat().st_mode
+            if not stat.S_ISREG(mode):
+                raise FleetError(f"{path}: not a regular file")
             with open(path, "rb"):
                 pass
         except OSError as e:
@@ -374,14 +379,83 @@ def _duckdb_jsonl(db: Any, files: list[Path], names: list[str]) -> None:
         ]
     by_name = {str(p): p for p in files}
     for name in dirty:
-        db.execute("DELETE FROM records WHERE filename = ?", [name])
         path = by_name.get(name, Path(name))
+        if _name_tail_lines(db, name, path, names):
+            continue
+        db.execute("DELETE FROM records WHERE filename = ?", [name])
         with open(path, "rb") as stream:
             rows = (
                 {"filename": name, "dirty": False, **row}
                 for row in for_each_jsonl_row(path, stream)
             )
             _insert_duckdb(db, rows, names)
+
+
+#: How far from the end of a file the bad lines are looked for first.
+_TAIL_BYTES = 64 << 20
+
+
+def _name_tail_lines(db: Any, name: str, path: Path, names: list[str]) -> bool:
+    """Name the lines DuckDB could not take when they are the last lines of
+    the file (a run killed mid-write): the Python reader reads only those,
+    and they must be the same lines (as many, with the same ``dump``s).
+    False when they are not: then the whole file is read again."""
+    dirty = db.execute(
+        "SELECT dump FROM records WHERE filename = ? AND dirty", [name]
+    ).fetchall()
+    tail = _last_lines(path, len(dirty))
+    if tail is None:
+        return False
+    rows = []
+    for number, line in tail:
+        (row,) = for_each_jsonl_row(path, [line], first=number)
+        if row["status"] != UNREADABLE and row["dump"] != f"{path}:{number}":
+            return False  # a record to Python: DuckDB's bad lines are elsewhere
+        rows.append({"filename": name, "dirty": False, **row})
+    ours = sorted(_record_dump(line) or "" for _, line in tail)
+    if ours != sorted(dump or "" for (dump,) in dirty):
+        return False
+    db.execute("DELETE FROM records WHERE filename = ? AND dirty", [name])
+    _insert_duckdb(db, rows, names)
+    return True
+
+
+def _record_dump(line: bytes) -> str | None:
+    try:
+        record = parse_json_line(line)
+    except ValueError:
+        return None
+    dump = record.get("dump") if isinstance(record, dict) else None
+    return dump if isinstance(dump, str) else None
+
+
+def _last_lines(path: Path, count: int) -> list[tuple[int, bytes]] | None:
+    """The last ``count`` non-blank lines of a file with their numbers (as
+    ``enumerate`` over the file counts them), or None if they are not all
+    within :data:`_TAIL_BYTES` of the end."""
+    size = path.stat().st_size
+    newlines = 0
+    last = b""
+    with open(path, "rb") as f:
+        while chunk := f.read(16 << 20):
+            newlines += chunk.count(b"\n")
+            last = chunk[-1:]
+        total = newlines + (1 if size and last != b"\n" else 0)
+        start = max(0, size - _TAIL_BYTES)
+        f.seek(start)
+        lines = f.read().split(b"\n")
+    if last == b"\n":
+        lines.pop()
+    first = 0 if start == 0 else 1  # a partial line at the cut
+    found: list[tuple[int, bytes]] = []
+    number = total
+    for index in range(len(lines) - 1, first - 1, -1):
+        if len(found) == count:
+            break
+        if lines[index].strip():
+            found.append((number, lines[index] + b"\n"))
+        number -= 1
+    return found[::-1] if len(found) == count else None
 
 
 def _insert_duckdb(db: Any, rows: Iterable[dict[str, Any]], names: list[str]) -> None:

@@ -13,7 +13,7 @@ Writers take the path they are told to write and nothing else: JSON Lines
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Protocol
@@ -181,18 +181,29 @@ def _ok_fields(record: dict[str, Any], row: FlatRecord) -> None:
     row["error_findings"] = ",".join(codes) if codes else None
 
 
-def _no_constant(name: str) -> Any:
-    raise ValueError(f"{name} is not JSON")
+def _has_surrogate(value: Any) -> bool:
+    if isinstance(value, str):
+        return any("\ud800" <= ch <= "\udfff" for ch in value)
+    if isinstance(value, dict):
+        return any(_has_surrogate(k) or _has_surrogate(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_surrogate(v) for v in value)
+    return False
 
 
 def parse_json_line(line: bytes) -> Any:
-    """One line of strict JSON (UTF-8, no NaN/Infinity).
+    """One line of JSON as DuckDB's reader takes it: UTF-8, ``NaN`` and
+    ``Infinity`` allowed, no lone surrogate escape (``"\\ud800"``).
 
     :raises ValueError: with the reason (bad UTF-8, bad JSON, nested too
         deep for the reader).
     """
     try:
-        return json.loads(line.decode("utf-8"), parse_constant=_no_constant)
+        text = line.decode("utf-8").rstrip("\r\n")
+        value = json.loads(text)
+        if "\\u" in text and _has_surrogate(value):
+            raise ValueError("not JSON: a lone surrogate escape")
+        return value
     except UnicodeDecodeError as e:
         raise ValueError(f"not UTF-8: byte {e.start}") from None
     except RecursionError:
@@ -201,10 +212,13 @@ def parse_json_line(line: bytes) -> Any:
         raise ValueError(f"not JSON: {e}") from None
 
 
-def for_each_jsonl_row(path: Path, stream: IO[bytes]) -> Iterator[FlatRecord]:
+def for_each_jsonl_row(
+    path: Path, stream: Iterable[bytes], first: int = 1
+) -> Iterator[FlatRecord]:
     """The flat rows of a JSON Lines stream, one per non-blank line; a line
-    that is not a record is an ``unreadable`` row named ``path:line``."""
-    for n, line in enumerate(stream, 1):
+    that is not a record is an ``unreadable`` row named ``path:line``
+    (``first`` is the number of the stream's first line)."""
+    for n, line in enumerate(stream, first):
         if not line.strip():
             continue
         where = f"{path}:{n}"
