@@ -74,6 +74,20 @@ def test_one_record_per_dump_and_run_completes(batch: Any) -> None:
     assert recs["kdump"]["vmlinux"] != recs["chain-aab"]["vmlinux"]
 
 
+def test_parquet_records_give_the_same_report(batch: Any, tmp_path: Path) -> None:
+    pytest.importorskip("duckdb")
+    out, records, _ = batch
+    parquet = tmp_path / "records.parquet"
+    vmcores = [r["dump"] for r in records]
+    proc = triage(*vmcores, "--debuginfo-dir", str(out.parent.parent / "debuginfo0"),
+                  "-o", str(parquet))  # fmt: skip
+    assert proc.returncode == 1 and "Traceback" not in proc.stderr
+    from_jsonl = json.loads(triage("report", str(out), "--json").stdout)
+    from_parquet = json.loads(triage("report", str(parquet), "--json").stdout)
+    for key in ("dumps", "ok", "by_transition", "by_kexec_count", "by_crash_bucket"):
+        assert from_parquet[key] == from_jsonl[key], key
+
+
 def test_wrong_vmlinux_falls_back_and_says_so() -> None:
     vmcore, _ = fixture_files(load_truth("kdump"))
     _, other_vmlinux = fixture_files(load_truth("chain-aab"))

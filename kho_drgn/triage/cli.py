@@ -13,7 +13,6 @@ cannot be opened.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 from collections.abc import Callable
@@ -22,7 +21,7 @@ from typing import IO, Any
 
 from kho_drgn.triage.batch import BatchOptions, run_batch
 from kho_drgn.triage.discover import for_each_dump, index_debuginfo
-from kho_drgn.triage.records import UNREADABLE
+from kho_drgn.triage.records import UNREADABLE, open_record_writer
 
 
 def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
@@ -58,8 +57,9 @@ def _run_parser() -> argparse.ArgumentParser:
         "dumps", nargs="+", metavar="DUMP", help="dump files, globs or directories"
     )
     p.add_argument(
-        "-o", "--output", type=Path, help="JSON Lines output (default stdout)"
-    )
+        "-o", "--output", type=Path,
+        help="records file: JSON Lines (default stdout), Parquet if it ends .parquet",
+    )  # fmt: skip
     p.add_argument("--vmlinux", type=Path, help="use this vmlinux for every dump")
     p.add_argument(
         "--debuginfo-dir", type=Path, action="append", default=[],
@@ -101,16 +101,19 @@ def run_main(argv: list[str]) -> int:
         with_crash=not args.no_crash,
     )
     progress = _progress(sys.stderr) if sys.stderr.isatty() else None
-    out = open(args.output, "w") if args.output else sys.stdout  # noqa: SIM115
+    try:
+        # JSON Lines, or Parquet by the .parquet extension (records.py)
+        out = open_record_writer(args.output, sys.stdout)
+    except (OSError, RuntimeError) as e:
+        print(f"kho-triage: {e}", file=sys.stderr)
+        return 2
     failed = 0
     try:
         for record in run_batch(dumps, options, progress):
             failed += record.get("status") != "ok"
-            out.write(json.dumps(record) + "\n")
-            out.flush()
+            out.write(record)
     finally:
-        if out is not sys.stdout:
-            out.close()
+        out.close()
     return 1 if failed else 0
 
 
