@@ -8,7 +8,7 @@ each line.  Printed: a Markdown table of wall time, the ratio to the
 baseline, and peak RSS of each process.
 
     python3 bench/fleet_bench.py --seed records.jsonl [-n 100000 -n 1000000]
-        [--engine duckdb|python] [--tmpdir DIR]
+        [--engine duckdb|python] [--repeat R] [--cut-last-line] [--tmpdir DIR]
 
 ``records.jsonl`` comes from ``kho-triage DIR -o records.jsonl`` over real
 dumps (the fixtures: see README, "Fleet scale").
@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -78,6 +79,9 @@ def main() -> int:
     p.add_argument("--engine", default="duckdb", choices=("duckdb", "python"))
     p.add_argument("--tmpdir", help="where the synthetic records go")
     p.add_argument(
+        "--repeat", type=int, default=1, help="rounds (medians of wall time)"
+    )
+    p.add_argument(
         "--cut-last-line",
         action="store_true",
         help="end the file with half a record, as a killed run leaves it",
@@ -95,14 +99,21 @@ def main() -> int:
                 with open(records, "a") as f:
                     f.write(json.dumps(seed[0])[:100] + "\n")
                 size = records.stat().st_size
-            base_wall, base_rss, _ = measure(
-                [sys.executable, "-c", BARE_PARSE, str(records)]
-            )
             cmd = [
                 sys.executable, "-m", "kho_drgn.triage.cli", "report", str(records),
                 "--json", "--engine", args.engine,
             ]  # fmt: skip
-            wall, rss, status = measure(cmd)
+            bare = [sys.executable, "-c", BARE_PARSE, str(records)]
+            base_runs, runs = [], []
+            for _ in range(args.repeat):
+                # alternated, so a busy machine weighs on both alike
+                base_runs.append(measure(bare))
+                runs.append(measure(cmd))
+            base_wall = statistics.median(r[0] for r in base_runs)
+            base_rss = max(r[1] for r in base_runs)
+            wall = statistics.median(r[0] for r in runs)
+            rss = max(r[1] for r in runs)
+            status = max(r[2] for r in runs)
             cut = " (last line cut)" if args.cut_last_line else ""
             rows.append(
                 f"| {n:,}{cut} | {size / 2**30:.2f} GiB | {args.engine} "
