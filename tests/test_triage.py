@@ -100,6 +100,20 @@ def test_wrong_vmlinux_falls_back_and_says_so() -> None:
     assert record["report"]["chain"]["kexec_count"] == 2
 
 
+def test_crash_bucket_from_the_logged_call_trace() -> None:
+    """Without vmlinux the bucket comes from the call trace in the log."""
+    vmcore, _ = fixture_files(load_truth("chain-aab"))
+    proc = triage(str(vmcore))
+    record = json.loads(proc.stdout)
+    assert record["report"]["target"]["symbols"] == "kallsyms"
+    assert record["crash_bucket"] == {
+        "bucket": "sysrq triggered crash in proc_reg_write < vfs_write < ksys_write",
+        "message_class": "sysrq triggered crash",
+        "frames": ["proc_reg_write", "vfs_write", "ksys_write"],
+        "stack_source": "log",
+    }
+
+
 def test_report_totals_match_records(batch: Any) -> None:
     out, records, _ = batch
     proc = triage("report", str(out), "--json")
