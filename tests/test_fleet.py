@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -188,6 +189,20 @@ def test_engines_agree_on_hostile_records(tmp_path: Path) -> None:
     clean = tmp_path / "clean.jsonl"
     clean.write_text("".join(json.dumps(record(dump=f"c{i}")) + "\n" for i in range(5)))
     assert report_of(clean, "duckdb") == report_of(clean, "python")
+
+
+def test_odd_file_names(tmp_path: Path) -> None:
+    """Not UTF-8, glob characters, a quote: read as they are, named as
+    shown (bytes that are not UTF-8 as \\xNN), the same by both engines."""
+    pytest.importorskip("duckdb")
+    lines = hostile_lines()
+    for raw in (b"rec\xff.jsonl", b"rec[1]*.jsonl", b"it's.jsonl"):
+        path = Path(os.fsdecode(bytes(tmp_path) + b"/" + raw))
+        path.write_bytes(b"\n".join(lines) + b"\n")
+        assert report_of(path, "duckdb") == report_of(path, "python")
+        failed = report_of(path, "duckdb")[4]
+        shown = os.fsencode(path).decode("utf-8", "backslashreplace")
+        assert (f"{shown}:23", "unreadable", "not JSON: nested too deep") in failed
 
 
 def test_text_report_escapes_and_exit_status(tmp_path: Path) -> None:

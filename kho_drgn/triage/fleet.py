@@ -35,6 +35,7 @@ from kho_drgn.triage.records import (
     COLUMNS,
     UNREADABLE,
     FlatRecord,
+    display_path,
     for_each_jsonl_row,
     parse_json_line,
 )
@@ -263,8 +264,8 @@ def _sql_string(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _sql_list(paths: list[Path]) -> str:
-    return "[" + ", ".join(_sql_string(str(p)) for p in paths) + "]"
+def _sql_list(names: list[str]) -> str:
+    return "[" + ", ".join(_sql_string(name) for name in names) + "]"
 
 
 #: read_json's columns: leaves the report groups on are JSON, so types are
@@ -316,16 +317,18 @@ def _duckdb_load(files: list[Path], tmpdir: str | None) -> Any:
             + ", ".join(f"{n} {t}" for n, t, _ in COLUMNS)
             + ")"
         )
+        aliases = _aliases(files, spill)
         jsonl = [p for p in files if not _is_parquet(p)]
         parquet = [p for p in files if _is_parquet(p)]
         if jsonl:
-            _duckdb_jsonl(db, jsonl, names)
+            _duckdb_jsonl(db, jsonl, names, aliases)
         for path in parquet:
             try:
                 db.execute(
-                    f"INSERT INTO records SELECT {_sql_string(str(path))}, false, "
+                    f"INSERT INTO records SELECT {_sql_string(aliases[path])}, "
+                    "false, "
                     + ", ".join(names)
-                    + f" FROM read_parquet({_sql_string(str(path))})"
+                    + f" FROM read_parquet({_sql_string(aliases[path])})"
                 )
             except duckdb.Error as e:
                 raise FleetError(
@@ -342,7 +345,31 @@ def _first_line(error: Exception) -> str:
     return (str(error).splitlines() or [type(error).__name__])[0]
 
 
-def _duckdb_jsonl(db: Any, files: list[Path], names: list[str]) -> None:
+#: Characters DuckDB's readers take as a glob in a file name.
+_GLOB_CHARS = frozenset("*?[]{}")
+
+
+def _aliases(files: list[Path], spill: str) -> dict[Path, str]:
+    """The name DuckDB reads each file by: its own, or, when that is not
+    UTF-8 or holds glob characters, a symbolic link in ``spill``."""
+    aliases = {}
+    for n, path in enumerate(files):
+        name = str(path)
+        try:
+            name.encode("utf-8")
+            safe = not _GLOB_CHARS & set(name)
+        except UnicodeEncodeError:
+            safe = False
+        if not safe:
+            name = os.path.join(spill, f"input-{n}{path.suffix.lower()}")
+            os.symlink(os.path.abspath(path), name)
+        aliases[path] = name
+    return aliases
+
+
+def _duckdb_jsonl(
+    db: Any, files: list[Path], names: list[str], aliases: dict[Path, str]
+) -> None:
     import duckdb
 
     columns = (
@@ -355,7 +382,8 @@ def _duckdb_jsonl(db: Any, files: list[Path], names: list[str]) -> None:
     raw = (
         "SELECT filename, "
         + ", ".join(f"{k} AS {v}" for k, v in _RAW_NAMES.items())
-        + f" FROM read_json({_sql_list(files)}, format = 'newline_delimited',"
+        + f" FROM read_json({_sql_list([aliases[p] for p in files])},"
+        " format = 'newline_delimited',"
         f" columns = {columns}, ignore_errors = true, filename = true,"
         f" maximum_object_size = 16777216)"
     )
@@ -369,7 +397,7 @@ def _duckdb_jsonl(db: Any, files: list[Path], names: list[str]) -> None:
         # A file DuckDB's reader refuses as a whole (e.g. a line over its
         # size limit): every file goes through the Python reader.
         db.execute("DELETE FROM records")
-        dirty = [str(p) for p in files]
+        dirty = [aliases[p] for p in files]
     else:
         dirty = [
             row[0]
@@ -377,7 +405,7 @@ def _duckdb_jsonl(db: Any, files: list[Path], names: list[str]) -> None:
                 "SELECT DISTINCT filename FROM records WHERE dirty"
             ).fetchall()
         ]
-    by_name = {str(p): p for p in files}
+    by_name = {aliases[p]: p for p in files}
     for name in dirty:
         path = by_name.get(name, Path(name))
         if _name_tail_lines(db, name, path, names):
@@ -409,7 +437,10 @@ def _name_tail_lines(db: Any, name: str, path: Path, names: list[str]) -> bool:
     rows = []
     for number, line in tail:
         (row,) = for_each_jsonl_row(path, [line], first=number)
-        if row["status"] != UNREADABLE and row["dump"] != f"{path}:{number}":
+        if (
+            row["status"] != UNREADABLE
+            and row["dump"] != f"{display_path(path)}:{number}"
+        ):
             return False  # a record to Python: DuckDB's bad lines are elsewhere
         rows.append({"filename": name, "dirty": False, **row})
     ours = sorted(_record_dump(line) or "" for _, line in tail)

@@ -13,6 +13,7 @@ Writers take the path they are told to write and nothing else: JSON Lines
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -212,16 +213,22 @@ def parse_json_line(line: bytes) -> Any:
         raise ValueError(f"not JSON: {e}") from None
 
 
+def display_path(path: Path) -> str:
+    """A path as valid Unicode: bytes that are not UTF-8 as ``\\xNN``."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def for_each_jsonl_row(
     path: Path, stream: Iterable[bytes], first: int = 1
 ) -> Iterator[FlatRecord]:
     """The flat rows of a JSON Lines stream, one per non-blank line; a line
     that is not a record is an ``unreadable`` row named ``path:line``
     (``first`` is the number of the stream's first line)."""
+    name = display_path(path)
     for n, line in enumerate(stream, first):
         if not line.strip():
             continue
-        where = f"{path}:{n}"
+        where = f"{name}:{n}"
         try:
             record = parse_json_line(line)
         except ValueError as e:
