@@ -189,7 +189,13 @@ def fleet_report(
         except OSError as e:
             raise FleetError(f"{path}: {e.strerror or e}") from None
     if engine == "duckdb":
-        db = _duckdb_load(files, tmpdir)
+        import duckdb
+
+        try:
+            db = _duckdb_load(files, tmpdir)
+        except duckdb.Error as e:
+            # e.g. a file that vanished, or out of memory and disk to spill
+            raise FleetError(f"DuckDB: {_first_line(e)}") from None
     elif engine == "python":
         db = _sqlite_load(files, tmpdir)
     else:

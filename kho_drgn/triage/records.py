@@ -265,11 +265,18 @@ class ParquetWriter:
     :meth:`close` (DuckDB's writer; records are few, dumps are slow)."""
 
     def __init__(self, path: Path) -> None:
+        """:raises OSError: if ``path`` cannot be written (checked now: the
+        file itself is written at :meth:`close`)."""
         import duckdb
 
+        parent = path.parent if str(path.parent) else Path(".")
+        if path.is_dir():
+            raise OSError(f"{path}: is a directory")
+        if not parent.is_dir() or not os.access(parent, os.W_OK):
+            raise OSError(f"{path}: cannot write in {parent}")
         self.path = path
         self.db = duckdb.connect()
-        self.db.execute(f"SET threads = 1; SET memory_limit = '{256}MB'")
+        self.db.execute("SET threads = 1; SET memory_limit = '256MB'")
         self.db.execute(
             "CREATE TABLE records ("
             + ", ".join(f"{name} {kind}" for name, kind, _ in COLUMNS)
@@ -283,12 +290,16 @@ class ParquetWriter:
         self.rows.append(tuple(row[name] for name, _, _ in COLUMNS))
 
     def close(self) -> None:
+        import duckdb
+
         try:
             marks = ", ".join("?" for _ in COLUMNS)
             if self.rows:
                 self.db.executemany(f"INSERT INTO records VALUES ({marks})", self.rows)
             target = str(self.path).replace("'", "''")
             self.db.execute(f"COPY records TO '{target}' (FORMAT PARQUET)")
+        except duckdb.Error as e:
+            raise OSError(f"{self.path}: {str(e).splitlines()[0]}") from None
         finally:
             self.db.close()
 
