@@ -57,6 +57,23 @@ def test_crash_bucket_from_dwarf_and_logged_stacks() -> None:
     assert logged.message_class == "Oops at N cpu N"
     assert logged.frames == ("proc_reg_write", "vfs_write", "ksys_write")
     assert crash_bucket(None, []).bucket == "(no panic message)"
+    # an oops under panic_on_oops, as drgn unwinds it through the fault
+    oops = crash_bucket(
+        "Fatal exception",
+        [
+            "#0  crash_setup_regs (arch/x86/include/asm/kexec.h:117:15)",
+            "#1  __crash_kexec (kernel/crash_core.c:141:4)",
+            "#2  panic (kernel/panic.c:788:2)",
+            "#3  oops_end (arch/x86/kernel/dumpstack.c:382:3)",
+            "#4  page_fault_oops (arch/x86/mm/fault.c:713:2)",
+            "#5  do_user_addr_fault (arch/x86/mm/fault.c:1247:3)",
+            "#6  exc_page_fault (arch/x86/mm/fault.c:1488:2)",
+            "#7  asm_exc_page_fault+0x26/0x30 (arch/x86/include/asm/idtentry.h:623)",
+            "#8  my_driver_ioctl (drivers/misc/mine.c:40:9)",
+            "#9  __x64_sys_ioctl (fs/ioctl.c:893:1)",
+        ],
+    )
+    assert oops.bucket == "Fatal exception in my_driver_ioctl < __x64_sys_ioctl"
     assert frame_function("#21 0xf000ff53f000e2c3") is None
     assert frame_function("? foo+0x1/0x2") is None
     assert frame_function("#3  bar.isra.0 (x.c:1:1)") == "bar"
