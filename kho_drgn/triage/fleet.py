@@ -100,8 +100,8 @@ class HostChain:
 
 @dataclass
 class FleetReport:
-    """The grouped tables (small: one row per distinct value) and cursors
-    over the long lists, which :mod:`kho_drgn.triage.fleet_render` streams."""
+    """The grouped tables (one row per distinct value) and cursors over the
+    long lists (hosts, failed), which the renderers stream."""
 
     engine: str
     dumps: int
@@ -529,11 +529,6 @@ def _remove_later(path: str) -> None:
 def _spill_dir(db: Any) -> str:
     row = db.execute("SELECT current_setting('temp_directory')").fetchone()
     return str(row[0])
-
-
-def unreadable_count(report: FleetReport) -> int:
-    """How many lines were not records (bad JSON, wrong shape)."""
-    return sum(1 for _, status, _ in report.failed() if status == UNREADABLE)
 
 
 _TITLES = {
