@@ -144,6 +144,8 @@ def hostile_lines() -> list[bytes]:
         [1, 2],
         {"dump": 5, "status": "failed"},
     ]
+    no_kho = record(dump="b6")
+    no_kho["report"]["kho"] = None
     lines = [json.dumps(r).encode() for r in good + bad]
     lines += [
         json.dumps(record())[:40].encode(),  # cut
@@ -152,6 +154,8 @@ def hostile_lines() -> list[bytes]:
         b'{"status": "ok", "x": "\xff"}',  # not UTF-8
         b"[" * 100_000 + b"]" * 100_000,  # nested 100,000 deep
         b'{"status": "ok", "report": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
+        # found by the fuzz job: a missing member is a failed check in SQL too
+        json.dumps(no_kho).encode(),
         b"",
     ]
     return lines
@@ -181,12 +185,12 @@ def test_engines_agree_on_hostile_records(tmp_path: Path) -> None:
     python = report_of(path, "python")
     assert duck == python
     dumps, ok, unknown, tables, failed, hosts, _ = duck
-    assert (dumps, ok, unknown) == (24, 8, 1)
+    assert (dumps, ok, unknown) == (25, 8, 1)
     assert dict(tables["by_kexec_count"])["invalid (negative)"] == 1
     assert dict(tables["by_kexec_count"])[">10"] == 1
     assert dict(tables["by_error_findings"]) == {"metadata.unknown-version": 7}
     unreadable = {d: e for d, _, e in [f for f in failed if f[1] == "unreadable"]}
-    assert len(unreadable) == 13
+    assert len(unreadable) == 14
     assert all(d.startswith(f"{path}:") for d in unreadable)
     assert unreadable[f"{path}:13"] == "malformed record: chain.kexec_count is 2.0"
     assert unreadable[f"{path}:22"].startswith("not UTF-8")
@@ -202,6 +206,11 @@ def test_engines_agree_on_hostile_records(tmp_path: Path) -> None:
     middle = tmp_path / "middle.jsonl"
     middle.write_bytes(b"\n".join(lines[10:] + lines[:10]) + b"\n")
     assert report_of(middle, "duckdb") == report_of(middle, "python")
+    # each line alone, after a good one: DuckDB's own verdict is checked
+    for n, line in enumerate(lines):
+        alone = tmp_path / f"alone-{n}.jsonl"
+        alone.write_bytes(json.dumps(record()).encode() + b"\n" + line + b"\n")
+        assert report_of(alone, "duckdb") == report_of(alone, "python"), line[:80]
     # good rows are all read by DuckDB itself in a clean file
     clean = tmp_path / "clean.jsonl"
     clean.write_text("".join(json.dumps(record(dump=f"c{i}")) + "\n" for i in range(5)))

@@ -2,12 +2,12 @@
 
     kho-triage [run] DUMP|GLOB|DIR... [-o RECORDS.jsonl] [--vmlinux F]
                [--debuginfo-dir D]... [--jobs N] [--timeout S] [--no-crash]
-    kho-triage report RECORDS.jsonl... [--json]
+    kho-triage report RECORDS.jsonl|RECORDS.parquet|GLOB... [--json] [--hosts]
 
 ``run`` exits 0 when every dump was analysed, 1 when any failed or timed
-out, 2 on bad arguments; ``report`` exits 0, 1 when some records could not
-be read (bad JSON or shape: listed, and the rest reported), 2 when a file
-cannot be opened.
+out, 2 on bad arguments; ``report`` exits 0, 1 when some lines were not
+records (bad JSON or shape: listed by file:line, and the rest reported), 2
+when a file cannot be read.
 """
 
 from __future__ import annotations
@@ -133,8 +133,8 @@ def _report_parser() -> argparse.ArgumentParser:
 
     p = argparse.ArgumentParser(
         prog="kho-triage report",
-        description="group triage records across a fleet: kexec transitions, "
-        "kexec_count, panic signatures, crash buckets, error findings, and "
+        description="group triage records across a fleet: kexec transitions,\n"
+        "kexec_count, panic signatures, crash buckets, error findings, and\n"
         "each host's kexec chain",
         epilog=REPORT_EXAMPLES,
         formatter_class=argparse.RawDescriptionHelpFormatter,

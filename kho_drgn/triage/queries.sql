@@ -138,7 +138,8 @@ WITH typed AS (
   FROM raw
 ), checked AS (
   SELECT *,
-    status = 'ok' AND NOT (
+    -- COALESCE: a NULL (a member that is missing) is a failed check
+    status = 'ok' AND NOT COALESCE(
       COALESCE(host_type, 'NULL') IN ('NULL', 'VARCHAR')
       AND json_type(kho_status_j) = 'VARCHAR'
       AND chain.line IS NOT NULL
@@ -149,13 +150,13 @@ WITH typed AS (
       AND COALESCE(previous_type, 'VARCHAR') = 'VARCHAR'
       AND COALESCE(current_type, 'VARCHAR') = 'VARCHAR'
       AND (crash IS NULL OR crash.live IS NOT NULL)
-      AND COALESCE(reason_type, 'VARCHAR') = 'VARCHAR'
-    ) AS malformed
+      AND COALESCE(reason_type, 'VARCHAR') = 'VARCHAR',
+      false) AS malformed
   FROM typed
 )
 SELECT
   filename,
-  status IS NULL OR malformed OR dump IS NULL AS dirty,
+  COALESCE(status IS NULL OR malformed OR dump IS NULL, true) AS dirty,
   dump,
   CASE WHEN host NOT IN ('', '(none)', 'localhost', 'localhost.localdomain')
     THEN host END AS host,
