@@ -156,6 +156,7 @@ def hostile_lines() -> list[bytes]:
         b'{"status": "ok", "report": ' + b"[" * 100_000 + b"]" * 100_000 + b"}",
         # found by the fuzz job: a missing member is a failed check in SQL too
         json.dumps(no_kho).encode(),
+        json.dumps(record(dump="d11", elapsed_s=10**400)).encode(),  # past a double
         b"",
     ]
     return lines
@@ -185,10 +186,10 @@ def test_engines_agree_on_hostile_records(tmp_path: Path) -> None:
     python = report_of(path, "python")
     assert duck == python
     dumps, ok, unknown, tables, failed, hosts, _ = duck
-    assert (dumps, ok, unknown) == (25, 8, 1)
+    assert (dumps, ok, unknown) == (26, 9, 1)
     assert dict(tables["by_kexec_count"])["invalid (negative)"] == 1
     assert dict(tables["by_kexec_count"])[">10"] == 1
-    assert dict(tables["by_error_findings"]) == {"metadata.unknown-version": 7}
+    assert dict(tables["by_error_findings"]) == {"metadata.unknown-version": 8}
     unreadable = {d: e for d, _, e in [f for f in failed if f[1] == "unreadable"]}
     assert len(unreadable) == 14
     assert all(d.startswith(f"{path}:") for d in unreadable)
@@ -197,7 +198,7 @@ def test_engines_agree_on_hostile_records(tmp_path: Path) -> None:
     assert unreadable[f"{path}:23"] == "not JSON: nested too deep"
     assert unreadable[f"{path}:21"] == "not JSON: a lone surrogate escape"
     # -4 is invalid: in no chain; "(none)" is in no host
-    assert hosts[1] == ("h1", 5, [
+    assert hosts[1] == ("h1", 6, [
         (0, ["7.2-a", "7.2-b"]), (1, ["7.2-b"]), (2, ["7.2-a"]), (3, ["7.2-b"]),
         (11, ["7.2-a"]), (12, ["7.2-b"]),
     ])  # fmt: skip

@@ -147,7 +147,10 @@ def flatten_record(record: Any, where: str) -> FlatRecord:
     row["host_source"] = _lenient_str(record, "host_source") if row["host"] else None
     elapsed = record.get("elapsed_s")
     if isinstance(elapsed, (int, float)) and not isinstance(elapsed, bool):
-        row["elapsed_s"] = float(elapsed)
+        try:
+            row["elapsed_s"] = float(elapsed)
+        except OverflowError:  # an integer past any double, as DuckDB reads it
+            row["elapsed_s"] = float("inf") if elapsed > 0 else float("-inf")
     bucket = record.get("crash_bucket")
     row["crash_bucket"] = _lenient_str(bucket, "bucket")
     return row
