@@ -11,14 +11,16 @@
 -- The analysed dumps with their kexec transition and kexec_count bucket.
 SELECT
   dump, host, kexec_count, previous_release, current_release,
-  panic_signature, crash_bucket, error_findings,
+  COALESCE(panic_signature, '(no panic message)') AS panic_signature,
+  crash_bucket, error_findings,
   CASE
     WHEN kho_status = 'cold-boot'
       THEN 'cold boot -> ' || COALESCE(NULLIF(current_release, ''), '?')
     WHEN kho_status IN ('kexec', 'disabled-with-incoming')
          AND COALESCE(previous_release, '') <> ''
       THEN previous_release || ' -> ' || COALESCE(NULLIF(current_release, ''), '?')
-    ELSE '(' || kho_status || ') ' || COALESCE(NULLIF(current_release, ''), '?')
+    ELSE '(' || COALESCE(kho_status, '?') || ') '
+         || COALESCE(NULLIF(current_release, ''), '?')
   END AS transition,
   CASE
     WHEN kexec_count IS NULL THEN 'unknown'
