@@ -129,9 +129,8 @@ def panic_signature(reason: str | None) -> str:
 
     ASCII digits only and ASCII blanks stripped, as SQL engines do it.
     """
-    if not reason:
-        return "(no panic message)"
-    return _NOISE.sub("N", reason).strip(_BLANKS)
+    masked = _NOISE.sub("N", reason or "").strip(_BLANKS)
+    return masked or "(no panic message)"
 
 
 def frame_function(frame: str) -> str | None:

@@ -57,6 +57,7 @@ def test_crash_bucket_from_dwarf_and_logged_stacks() -> None:
     assert logged.message_class == "Oops at N cpu N"
     assert logged.frames == ("proc_reg_write", "vfs_write", "ksys_write")
     assert crash_bucket(None, []).bucket == "(no panic message)"
+    assert crash_bucket(" \t", []).bucket == "(no panic message)"  # fuzz
     # an oops under panic_on_oops, as drgn unwinds it through the fault
     oops = crash_bucket(
         "Fatal exception",
@@ -144,6 +145,8 @@ def hostile_lines() -> list[bytes]:
         [1, 2],
         {"dump": 5, "status": "failed"},
     ]
+    blank_reason = record(dump="d12")
+    blank_reason["report"]["crash"]["panic_reason"] = " \t "
     no_kho = record(dump="b6")
     no_kho["report"]["kho"] = None
     lines = [json.dumps(r).encode() for r in good + bad]
@@ -157,6 +160,7 @@ def hostile_lines() -> list[bytes]:
         # found by the fuzz job: a missing member is a failed check in SQL too
         json.dumps(no_kho).encode(),
         json.dumps(record(dump="d11", elapsed_s=10**400)).encode(),  # past a double
+        json.dumps(blank_reason).encode(),
         b"",
     ]
     return lines
@@ -186,10 +190,11 @@ def test_engines_agree_on_hostile_records(tmp_path: Path) -> None:
     python = report_of(path, "python")
     assert duck == python
     dumps, ok, unknown, tables, failed, hosts, _ = duck
-    assert (dumps, ok, unknown) == (26, 9, 1)
+    assert (dumps, ok, unknown) == (27, 10, 1)
     assert dict(tables["by_kexec_count"])["invalid (negative)"] == 1
     assert dict(tables["by_kexec_count"])[">10"] == 1
-    assert dict(tables["by_error_findings"]) == {"metadata.unknown-version": 8}
+    assert dict(tables["by_error_findings"]) == {"metadata.unknown-version": 9}
+    assert dict(tables["by_panic"])["(no panic message)"] == 2
     unreadable = {d: e for d, _, e in [f for f in failed if f[1] == "unreadable"]}
     assert len(unreadable) == 14
     assert all(d.startswith(f"{path}:") for d in unreadable)
@@ -198,7 +203,7 @@ def test_engines_agree_on_hostile_records(tmp_path: Path) -> None:
     assert unreadable[f"{path}:23"] == "not JSON: nested too deep"
     assert unreadable[f"{path}:21"] == "not JSON: a lone surrogate escape"
     # -4 is invalid: in no chain; "(none)" is in no host
-    assert hosts[1] == ("h1", 6, [
+    assert hosts[1] == ("h1", 7, [
         (0, ["7.2-a", "7.2-b"]), (1, ["7.2-b"]), (2, ["7.2-a"]), (3, ["7.2-b"]),
         (11, ["7.2-a"]), (12, ["7.2-b"]),
     ])  # fmt: skip

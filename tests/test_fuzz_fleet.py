@@ -37,7 +37,13 @@ FUZZ = int(os.environ.get("KHO_DRGN_FLEET_FUZZ_EXAMPLES", "2000"))
 text = st.text(st.characters(codec="utf-8"), max_size=12) | st.sampled_from(
     ["(none)", "", "ok", "kexec", "cold-boot", "7.2-a", "\x1b[2J", "a\rb", "\\ud800"]
 )
-scalars = st.none() | st.booleans() | st.integers(-(1 << 70), 1 << 70) | text
+scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(-(1 << 70), 1 << 70)
+    | text
+    | st.sampled_from([10**400, -(10**400)])
+)
 json_values = st.recursive(
     scalars | st.floats(allow_nan=False),
     lambda inner: (

@@ -180,9 +180,11 @@ SELECT
   CASE WHEN status <> 'ok' THEN NULL
     WHEN reason_type IS DISTINCT FROM 'VARCHAR'
          OR crash.panic_reason ->> '$' = '' THEN '(no panic message)'
-    ELSE trim(regexp_replace(crash.panic_reason ->> '$',
-                             '0x[0-9a-fA-F]+|\b[0-9]+\b', 'N', 'g'),
-              ' ' || chr(9) || chr(10) || chr(13) || chr(11) || chr(12))
+    ELSE COALESCE(NULLIF(
+      trim(regexp_replace(crash.panic_reason ->> '$',
+                          '0x[0-9a-fA-F]+|\b[0-9]+\b', 'N', 'g'),
+           ' ' || chr(9) || chr(10) || chr(13) || chr(11) || chr(12)),
+      ''), '(no panic message)')
   END AS panic_signature,
   crash_bucket,
   CASE WHEN status = 'ok' THEN
