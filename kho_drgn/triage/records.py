@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import reprlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -99,7 +100,8 @@ def _get(data: dict[str, Any], key: str, where: str, kind: str, optional: bool) 
 
 
 def _short(value: Any) -> str:
-    text = repr(value)
+    """A bounded repr: a deeply nested value must not recurse without end."""
+    text = reprlib.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
