@@ -197,7 +197,11 @@ def fleet_report(
             # e.g. a file that vanished, or out of memory and disk to spill
             raise FleetError(f"DuckDB: {_first_line(e)}") from None
     elif engine == "python":
-        db = _sqlite_load(files, tmpdir)
+        try:
+            db = _sqlite_load(files, tmpdir)
+        except (OSError, sqlite3.Error) as e:
+            # e.g. a read error, or no room for the temporary database
+            raise FleetError(f"{type(e).__name__}: {e}") from None
     else:
         raise ValueError(f"unknown engine {engine!r}")
     try:
