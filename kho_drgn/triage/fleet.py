@@ -196,6 +196,8 @@ def fleet_report(
         except duckdb.Error as e:
             # e.g. a file that vanished, or out of memory and disk to spill
             raise FleetError(f"DuckDB: {_first_line(e)}") from None
+        except OSError as e:
+            raise FleetError(f"{type(e).__name__}: {e}") from None
     elif engine == "python":
         try:
             db = _sqlite_load(files, tmpdir)
