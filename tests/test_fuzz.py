@@ -88,7 +88,7 @@ from kho_drgn.render import render_subtree_view as render_view
 from kho_drgn.state import Handover, KhoState, KhoStatus, read_handover
 from kho_drgn.subtrees import decode_subtree
 from kho_drgn.target import KhoIn, SymbolSource, decode_scratch_array
-from kho_drgn.triage.fleet import fleet_report, fleet_to_dict, render_fleet
+from kho_drgn.triage.fleet import fleet_report, render_fleet, write_fleet_json
 from kho_drgn.vmcoreinfo import parse_vmcoreinfo
 
 ByteOrder = Literal["little", "big"]
@@ -893,10 +893,32 @@ def triage_records(draw: st.DrawFn) -> Any:
 
 @prop("fleet_records", st.lists(triage_records(), max_size=6))
 def _fleet(records: list[Any]) -> None:
-    fleet = fleet_report(records)
-    assert fleet.total == len(records)
-    assert len(fleet.failed) + sum(fleet.by_transition.values()) == len(records)
-    assert render_fleet(fleet) and fleet_to_dict(fleet)["dumps"] == len(records)
+    """Both engines read any records file alike and account for every line."""
+    import io
+    import tempfile
+    from pathlib import Path
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "records.jsonl"
+        path.write_text("".join(json.dumps(r) + "\n" for r in records))
+        seen = []
+        for engine in ("python", "duckdb"):
+            fleet = fleet_report([path], engine)
+            try:
+                assert fleet.dumps == len(records)
+                failed = list(fleet.failed())
+                transitions = fleet.tables["by_transition"]
+                assert len(failed) + sum(n for _, n in transitions) == len(records)
+                text, data = io.StringIO(), io.StringIO()
+                render_fleet(fleet, text, hosts=True)
+                write_fleet_json(fleet, data, hosts=True)
+                report = json.loads(data.getvalue())
+                assert report.pop("engine") == engine
+                assert report["dumps"] == len(records)
+                seen.append((fleet.tables, failed, report))
+            finally:
+                fleet.close()
+        assert seen[0] == seen[1]
 
 
 @prop("scratch_array", st.tuples(st.binary(max_size=512), byteorders))

@@ -3,20 +3,19 @@
     kho-triage [run] DUMP|GLOB|DIR... [-o RECORDS.jsonl] [--vmlinux F]
                [--debuginfo-dir D]... [--jobs N] [--timeout S]
                [--discovery-timeout S] [--no-crash]
-    kho-triage report RECORDS.jsonl... [--json]
+    kho-triage report RECORDS.jsonl|RECORDS.parquet|GLOB... [--json] [--hosts]
 
 ``run`` exits 0 when every dump was analysed, 1 when any failed or timed
 out or a path was skipped, 2 on bad arguments (before any work; an ``-o``
 that is an input is one), 130 when interrupted (``-o`` not written).
-``report`` exits 0, 1 when some records could not be read (bad JSON or
-shape: listed, and the rest reported), 2 when a file cannot be opened.
+``report`` exits 0, 1 when some lines were not records (bad JSON or shape:
+listed by file:line, and the rest reported), 2 when a file cannot be read.
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import math
 import os
 import signal
@@ -46,12 +45,11 @@ from kho_drgn.triage.discover import (
     open_regular,
     reason,
 )
-from kho_drgn.triage.fleet import (
+from kho_drgn.triage.records import (
     UNREADABLE,
-    fleet_report,
-    fleet_to_dict,
-    render_fleet,
-    unreadable_record,
+    JsonlWriter,
+    ParquetWriter,
+    RecordWriter,
 )
 from kho_drgn.triage.worker import failed_record
 
@@ -77,16 +75,32 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
     return parse
 
 
+RUN_EXAMPLES = """\
+examples:
+  kho-triage /var/crash --debuginfo-dir /usr/lib/debug -o records.jsonl
+  kho-triage /var/crash -o records.parquet     # flat Parquet for a warehouse
+
+subcommands:
+  kho-triage [run] DUMP|GLOB|DIR...   analyse dumps (this help)
+  kho-triage report RECORDS...        group records across a fleet
+                                      (kho-triage report --help)
+"""
+
+
 def _run_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        prog="kho-triage", description="triage KHO dumps in batch"
+        prog="kho-triage",
+        description="triage KHO dumps in batch: one record per dump",
+        epilog=RUN_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
         "dumps", nargs="+", metavar="DUMP", help="dump files, globs or directories"
     )
     p.add_argument(
         "-o", "--output", type=Path,
-        help="JSON Lines output (default stdout); written in full or not at all",
+        help="records file: JSON Lines (default stdout), Parquet if it ends "
+        ".parquet; written in full or not at all",
     )  # fmt: skip
     p.add_argument("--vmlinux", type=Path, help="use this vmlinux for every dump")
     p.add_argument(
@@ -307,6 +321,11 @@ def run_main(argv: list[str]) -> int:
             # writable before any work
             target = output_target(args.output)
             check_not_an_input(target, *_protected(args, Discovery(), None))
+            if target.suffix.lower() == ".parquet" and not _have_duckdb():
+                raise UsageError(
+                    f"-o {target}: writing Parquet needs DuckDB: "
+                    "pip install 'kho-drgn[fleet]'"
+                )
             output = AtomicOutput(target)
         found, index = _find_inputs(args)
         if output is not None:
@@ -361,18 +380,18 @@ def _run_batch(
         raise _Interrupted
 
     progress = _progress(sys.stderr) if sys.stderr.isatty() else None
-    out = output.stream if output is not None else sys.stdout
+    out = _record_writer(output)
     failed = skipped
     old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         for item in found.skipped:
-            out.write(json.dumps(_skipped_record(item)) + "\n")
+            out.write(_skipped_record(item))
             failed = True
         with contextlib.closing(run_batch(found.dumps, options, progress)) as batch:
             for record in batch:
                 failed |= record.get("status") != "ok"
-                out.write(json.dumps(record) + "\n")
-                out.flush()
+                out.write(record)
+        out.close()
         if output is not None:
             output.commit()
     except (KeyboardInterrupt, _Interrupted):
@@ -394,49 +413,135 @@ def _run_batch(
     return 1 if failed else 0
 
 
+def _have_duckdb() -> bool:
+    try:
+        import duckdb  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def _record_writer(output: AtomicOutput | None) -> RecordWriter:
+    """JSON Lines on stdout or into the temporary file; Parquet (by the
+    target's ``.parquet`` extension, see :mod:`kho_drgn.triage.records`)
+    written into the temporary file at the end, then renamed like the rest."""
+    if output is None:
+        return _StdoutWriter(JsonlWriter(sys.stdout))
+    if output.target.suffix.lower() == ".parquet":
+        return ParquetWriter(output.temp)
+    return _StdoutWriter(JsonlWriter(output.stream))
+
+
+class _StdoutWriter:
+    """JSON Lines whose stream is closed by its owner, not by the writer."""
+
+    def __init__(self, inner: JsonlWriter) -> None:
+        self.inner = inner
+
+    def write(self, record: dict[str, Any]) -> None:
+        self.inner.write(record)
+
+    def close(self) -> None:
+        self.inner.stream.flush()
+
+
 def _skipped_record(skipped: Skipped) -> dict[str, Any]:
     return failed_record(str(skipped.path), skipped.reason, status="skipped")
 
 
-def report_main(argv: list[str]) -> int:
+REPORT_EXAMPLES = """\
+examples:
+  kho-triage report records.jsonl
+  kho-triage report 'records-*.jsonl' old.parquet --json > fleet.json
+  kho-triage report records.jsonl --hosts     # also every dump of each host
+
+exit status: 0 all records read, 1 some lines were not records (listed with
+file:line, the rest reported), 2 a file cannot be read or bad usage.
+"""
+
+
+def _report_parser() -> argparse.ArgumentParser:
+    from kho_drgn.triage.fleet import available_engines
+
     p = argparse.ArgumentParser(
-        prog="kho-triage report", description="group triage records"
+        prog="kho-triage report",
+        description="group triage records across a fleet: kexec transitions,\n"
+        "kexec_count, panic signatures, crash buckets, error findings, and\n"
+        "each host's kexec chain",
+        epilog=REPORT_EXAMPLES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument(
-        "records", nargs="+", type=Path, help="JSON Lines from kho-triage run"
+        "records", nargs="+", metavar="RECORDS",
+        help="JSON Lines or .parquet files from kho-triage run, or globs of them",
+    )  # fmt: skip
+    p.add_argument("--json", action="store_true", help="JSON instead of text")
+    p.add_argument(
+        "--hosts", action="store_true", help="also list every dump of each host"
     )
-    p.add_argument("--json", action="store_true")
-    args = p.parse_args(argv)
-    records = []
-    for path in args.records:
-        try:
-            lines = path.read_text().splitlines()
-        except OSError as e:
-            print(f"kho-triage report: {e}", file=sys.stderr)
-            return 2
-        for n, line in enumerate(lines, 1):
-            if not line.strip():
-                continue
-            where = f"{path}:{n}"
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                # e.g. the last line of a run that was killed mid-write
-                record = unreadable_record(where, f"not JSON: {e}")
-            if not isinstance(record, dict):
-                record = unreadable_record(where, "record is not an object")
-            record.setdefault("dump", where)
-            records.append(record)
-    fleet = fleet_report(records)
-    if args.json:
-        print(json.dumps(fleet_to_dict(fleet), indent=2))
-    else:
-        sys.stdout.write(render_fleet(fleet))
-    unreadable = [r for r in fleet.failed if r.get("status") == UNREADABLE]
-    for record in unreadable:
-        print(
-            f"kho-triage report: {record['dump']}: {record['error']}", file=sys.stderr
-        )
+    p.add_argument(
+        "--engine", choices=available_engines(), default=available_engines()[0],
+        help="duckdb (default when installed) or the python fallback",
+    )  # fmt: skip
+    return p
+
+
+def _expand(patterns: list[str]) -> list[Path] | str:
+    """Files named or matched; a message when a pattern matches nothing."""
+    import glob
+
+    files: list[Path] = []
+    for pattern in patterns:
+        if os.path.lexists(pattern) or not glob.has_magic(pattern):
+            files.append(Path(pattern))
+            continue
+        matched = sorted(glob.glob(pattern))
+        if not matched:
+            return f"{pattern}: no file matches"
+        files.extend(Path(m) for m in matched)
+    return files
+
+
+def report_main(argv: list[str]) -> int:
+    from kho_drgn.escape import escape_text
+    from kho_drgn.triage.fleet import (
+        FleetError,
+        fleet_report,
+        render_fleet,
+        write_fleet_json,
+    )
+
+    args = _report_parser().parse_args(argv)
+    files = _expand(args.records)
+    if isinstance(files, str):
+        print(f"kho-triage report: {escape_text(files)}", file=sys.stderr)
+        return 2
+    try:
+        fleet = fleet_report(files, args.engine)
+    except FleetError as e:
+        print(f"kho-triage report: {escape_text(str(e))}", file=sys.stderr)
+        return 2
+    unreadable = 0
+    try:
+        if args.json:
+            write_fleet_json(fleet, sys.stdout, hosts=args.hosts)
+        else:
+            render_fleet(fleet, sys.stdout, hosts=args.hosts)
+        sys.stdout.flush()
+        for dump, status, error in fleet.failed():
+            if status == UNREADABLE:
+                unreadable += 1
+                print(
+                    f"kho-triage report: {escape_text(dump)}: "
+                    f"{escape_text(error or '')}",
+                    file=sys.stderr,
+                )
+    except BrokenPipeError:
+        # e.g. `| head`: the reader has gone; no traceback at exit either
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 1
+    finally:
+        fleet.close()
     return 1 if unreadable else 0
 
 

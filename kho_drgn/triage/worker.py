@@ -54,13 +54,15 @@ _UNSET_NODENAMES = ("", "(none)", "localhost", "localhost.localdomain")
 def host_of(node: str | None, dump: str) -> tuple[str | None, str | None]:
     """The host a dump came from and where that was read: the crashed
     kernel's nodename, or, when the host never set one, the host part of a
-    kdump ``<host>-<date>`` directory the dump lies in."""
+    kdump ``<host>-<date>`` directory the dump lies in; else unknown."""
     if node is not None and node not in _UNSET_NODENAMES:
         return node, "nodename"
     match = _KDUMP_DIR_RE.fullmatch(Path(dump).parent.name)
     if match:
         return match["host"], "kdump-directory"
-    return node, None if node is None else "nodename"
+    # "(none)" names no host: dumps of unrelated machines must not be
+    # pieced into one host's chain.
+    return None, None
 
 
 def nodename(prog: drgn.Program) -> str | None:
@@ -131,12 +133,30 @@ def analyse(
         record["error"] = str(e)
         return record
     record.update(status="ok", error=None, report=report_to_dict(report))
+    record["crash_bucket"] = bucket_of(record["report"])
     if report.target.symbols.value != "dwarf" and vmlinux is not None:
         record["vmlinux_error"] = record.get("vmlinux_error") or _not_used(
             vmlinux, build_id
         )
     record["elapsed_s"] = round(time.monotonic() - start, 3)
     return record
+
+
+def bucket_of(report: dict[str, Any]) -> dict[str, Any] | None:
+    """The crash bucket of a report (:mod:`kho_drgn.bucket`), or ``None``
+    without a crash context."""
+    from kho_drgn.bucket import crash_bucket
+
+    crash = report.get("crash")
+    if not isinstance(crash, dict):
+        return None
+    found = crash_bucket(crash.get("panic_reason"), crash.get("stack_trace") or [])
+    return {
+        "bucket": found.bucket,
+        "message_class": found.message_class,
+        "frames": list(found.frames),
+        "stack_source": crash.get("stack_trace_source"),
+    }
 
 
 def _not_used(vmlinux: str, build_id: str | None) -> str:
