@@ -210,7 +210,13 @@ def main() -> int:
         wall, rss = measured[label]
         base = "bare drgn -e pass"
         results.append(
-            Result(f"{name}: {label}", wall, rss, base, wall / measured[base][0])
+            Result(
+                f"{name}: {label} (against DWARF)",
+                wall,
+                rss,
+                base,
+                wall / measured[base][0],
+            )
         )
 
     results += batch_throughput(fx, drgn, args.batch_copies, args.repeat)
