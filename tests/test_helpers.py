@@ -77,3 +77,17 @@ def test_kexec_chain_in_a_drgn_session_without_vmlinux() -> None:
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.split() == [truth.chain[-2], "2", truth.release, "True"]
+
+
+def test_kho_report_takes_the_default_program() -> None:
+    truth = load_truth("cold-b")
+    vmcore, _ = fixture_files(truth)
+    prog = _open(vmcore, None)
+    from kho_drgn import kho_report
+
+    drgn.set_default_prog(prog)
+    try:
+        report = kho_report(with_memory_map=False, with_crash=False)
+    finally:
+        drgn.set_default_prog(None)
+    assert report.chain_line.startswith(f"cold boot -> {truth.release} [crashed")
