@@ -31,7 +31,7 @@ _EXPORTS = {
     "KexecMetadata": "kho_drgn.metadata",
     "decode_kexec_metadata": "kho_drgn.metadata",
     "KhoReport": "kho_drgn.report",
-    "kho_report": "kho_drgn.report",
+    "kho_report": "kho_drgn.helpers",
     "report_to_dict": "kho_drgn.report",
     "LuoState": "kho_drgn.luo_target",
     "luo_state": "kho_drgn.luo_target",
@@ -72,12 +72,12 @@ if TYPE_CHECKING:
     from kho_drgn.chain import KexecChain, build_chain
     from kho_drgn.debugfs import decode_debugfs, read_debugfs_files
     from kho_drgn.fdt import decode_kho_fdt
-    from kho_drgn.helpers import kexec_chain, kho_state, preserved_memory
+    from kho_drgn.helpers import kexec_chain, kho_report, kho_state, preserved_memory
     from kho_drgn.luo import decode_luo_blob
     from kho_drgn.luo_target import LuoState, luo_state
     from kho_drgn.memmap import for_each_preserved_block, summarize_memory_map
     from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
-    from kho_drgn.report import KhoReport, kho_report, report_to_dict
+    from kho_drgn.report import KhoReport, report_to_dict
     from kho_drgn.state import KhoState, KhoStatus, for_each_handover
     from kho_drgn.subtrees import SubtreeView, decode_subtree
 

@@ -217,16 +217,25 @@ def has_errors(report: KhoReport) -> bool:
     return any(f.severity is Severity.ERROR for f in report.findings)
 
 
+def report_for_options(prog: Program, args: argparse.Namespace) -> KhoReport:
+    """The report the options (:data:`OPTIONS`) ask for: the crash context for
+    the chain view only, struct pages scanned for the memmap view.
+
+    :raises TargetUnreadable: as :func:`build_report`.
+    """
+    return build_report(
+        prog,
+        with_crash=not args.no_crash and args.view == "chain",
+        with_memory_map=not args.no_memmap,
+        scan_pages=args.scan_pages or args.view == "memmap",
+    )
+
+
 def _report(
     prog: Program, args: argparse.Namespace, out: IO[str], err: IO[str], prog_name: str
 ) -> int:
     try:
-        report = build_report(
-            prog,
-            with_crash=not args.no_crash and args.view == "chain",
-            with_memory_map=not args.no_memmap,
-            scan_pages=args.scan_pages or args.view == "memmap",
-        )
+        report = report_for_options(prog, args)
     except TargetUnreadable as e:
         print(f"{prog_name}: error: {escape_text(str(e))}", file=err)
         return EXIT_UNREADABLE

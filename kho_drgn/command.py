@@ -46,11 +46,11 @@ _ARGUMENTS = (
 def _kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> None:
     from kho_drgn.cli import (
         TargetUnreadable,
-        build_report,
         debug_requested,
         format_report,
         has_errors,
         internal_error_message,
+        report_for_options,
     )
 
     parser = kwargs.get("parser")
@@ -59,12 +59,7 @@ def _kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> N
         return
 
     try:
-        report = build_report(
-            prog,
-            with_crash=not args.no_crash and args.view == "chain",
-            with_memory_map=not args.no_memmap,
-            scan_pages=args.scan_pages or args.view == "memmap",
-        )
+        report = report_for_options(prog, args)
     except TargetUnreadable as e:
         raise CommandError(f"{name}: {escape_text(str(e))}") from e
     except Exception as e:

@@ -39,6 +39,7 @@ from kho_drgn.fdt import (
 )
 from kho_drgn.findings import Finding, error, info, most_severe_first, warning
 from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
+from kho_drgn.safefiles import NotRegularFile, file_kind, open_regular
 from kho_drgn.state import Handover, KhoState, KhoStatus
 from kho_drgn.subtrees import SubtreeView, decode_subtree, metadata_view
 from kho_drgn.target import ScratchArea
@@ -127,19 +128,8 @@ class DebugfsRootError(DebugfsUnavailable):
 
 
 def _kind(mode: int) -> str:
-    """What a file is, from its ``st_mode``, in words."""
-    for test, name in (
-        (stat.S_ISREG, "a regular file"),
-        (stat.S_ISDIR, "a directory"),
-        (stat.S_ISLNK, "a symbolic link"),
-        (stat.S_ISFIFO, "a FIFO"),
-        (stat.S_ISSOCK, "a socket"),
-        (stat.S_ISCHR, "a character device"),
-        (stat.S_ISBLK, "a block device"),
-    ):
-        if test(mode):
-            return name
-    return f"a file of unknown type (mode {mode:#o})"
+    """What a file is, from its ``st_mode``, in words ("a FIFO")."""
+    return f"a {file_kind(mode)}"
 
 
 def _check_root(root: Path) -> None:
@@ -171,29 +161,19 @@ def _read_regular(path: Path) -> bytes | str:
     opening (the entry may have changed since it was listed), so a FIFO or
     device slipped in is never read and never blocks.
     """
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_NOCTTY
     try:
-        fd = os.open(path, flags)
+        file = open_regular(path, follow_links=False)
+    except NotRegularFile:
+        return f"{_kind(os.lstat(path).st_mode)}, not a regular file"
     except PermissionError:
         raise  # not root: the whole tree is unreadable, said once
     except OSError as e:
         return f"cannot open: {e.strerror or e}"
-    try:
-        mode = os.fstat(fd).st_mode
-        if not stat.S_ISREG(mode):
-            return f"{_kind(mode)}, not a regular file"
-        chunks, left = [], MAX_FILE_SIZE + 1
-        while left:
-            chunk = os.read(fd, min(left, 1 << 20))
-            if not chunk:
-                break
-            chunks.append(chunk)
-            left -= len(chunk)
-        return b"".join(chunks)
-    except BlockingIOError:
-        return "would block: not a regular file"
-    finally:
-        os.close(fd)
+    with file:
+        try:
+            return file.read(MAX_FILE_SIZE + 1)
+        except BlockingIOError:
+            return "would block: not a regular file"
 
 
 def read_debugfs_tree(root: Path = DEFAULT_ROOT) -> DebugfsTree:

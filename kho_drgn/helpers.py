@@ -27,10 +27,12 @@ from kho_drgn.chain import KexecChain, build_chain
 from kho_drgn.preserved import PreservedMemory
 from kho_drgn.preserved import preserved_memory as _preserved_memory
 from kho_drgn.printk import LogUnavailable, kernel_log
+from kho_drgn.report import KhoReport
+from kho_drgn.report import kho_report as _kho_report
 from kho_drgn.state import KhoState
 from kho_drgn.state import kho_state as _kho_state
 
-__all__ = ("kexec_chain", "kho_state", "preserved_memory")
+__all__ = ("kexec_chain", "kho_report", "kho_state", "preserved_memory")
 
 
 @takes_program_or_default
@@ -97,3 +99,22 @@ def preserved_memory(
         if memory.direction == direction:
             return memory
     return None
+
+
+@takes_program_or_default
+def kho_report(
+    prog: Program,
+    with_crash: bool = True,
+    with_memory_map: bool = True,
+    scan_pages: bool = False,
+) -> KhoReport:
+    """Everything the script prints, as one :class:`~kho_drgn.report.KhoReport`.
+
+    >>> r = kho_report(with_crash=False)
+    >>> r.chain_line
+    'cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b [crashed, kexec #2] -> ...'
+
+    ``report_to_dict(r)`` is the JSON form.  :raises KhoReadError: as
+    :func:`kho_state`.
+    """
+    return _kho_report(prog, with_crash, with_memory_map, scan_pages)

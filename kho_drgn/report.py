@@ -10,7 +10,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from drgn import Program, ProgramFlags
-from drgn.helpers.common.prog import takes_program_or_default
 
 from kho_drgn import __version__
 from kho_drgn.abi import EraDecision
@@ -76,7 +75,6 @@ def target_info(prog: Program, symbols: SymbolSource) -> TargetInfo:
     return TargetInfo(kind="vmcore", path=path, symbols=symbols)
 
 
-@takes_program_or_default
 def kho_report(
     prog: Program,
     with_crash: bool = True,

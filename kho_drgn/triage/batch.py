@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kho_drgn.triage.discover import dump_kind, open_regular, reason
+from kho_drgn.safefiles import open_regular
+from kho_drgn.triage.discover import dump_kind, reason
 from kho_drgn.triage.worker import failed_record
 
 #: At most this many workers per CPU, whatever ``--jobs`` asks for.

@@ -30,6 +30,7 @@ from types import FrameType
 from typing import IO, Any
 
 from kho_drgn.escape import escape_text
+from kho_drgn.safefiles import file_kind, identity, open_regular
 from kho_drgn.triage.batch import JOBS_PER_CPU, BatchOptions, max_jobs, run_batch
 from kho_drgn.triage.discover import (
     TIMED_OUT,
@@ -39,10 +40,7 @@ from kho_drgn.triage.discover import (
     Skipped,
     discover,
     dump_kind,
-    file_kind,
-    identity,
     index_debuginfo,
-    open_regular,
     reason,
 )
 from kho_drgn.triage.records import (

@@ -9,7 +9,6 @@ read instead of passing over it in silence.
 
 from __future__ import annotations
 
-import errno
 import glob
 import os
 import stat
@@ -19,6 +18,8 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
+
+from kho_drgn.safefiles import file_kind, identity, open_regular
 
 #: Magics of the dump formats drgn reads.
 ELF_MAGIC = b"\x7fELF"
@@ -71,58 +72,8 @@ class DebuginfoIndex:
     inputs: set[tuple[int, int]] = field(default_factory=set)
 
 
-class NotRegularFile(OSError):
-    """The path is a FIFO, socket, device or directory: not opened."""
-
-
 class DiscoveryTimeout(Exception):
     """The discovery deadline passed."""
-
-
-def file_kind(mode: int) -> str:
-    """What a ``st_mode`` is, in words."""
-    for test, name in (
-        (stat.S_ISREG, "regular file"),
-        (stat.S_ISDIR, "directory"),
-        (stat.S_ISFIFO, "FIFO"),
-        (stat.S_ISSOCK, "socket"),
-        (stat.S_ISCHR, "character device"),
-        (stat.S_ISBLK, "block device"),
-        (stat.S_ISLNK, "symbolic link"),
-    ):
-        if test(mode):
-            return name
-    return "special file"
-
-
-def identity(st: os.stat_result) -> tuple[int, int]:
-    return st.st_dev, st.st_ino
-
-
-def open_regular(path: Path) -> BinaryIO:
-    """Open a regular file for reading, never blocking: the path is stat()ed
-    first (a FIFO, socket or device, also behind links, is refused unopened),
-    opened ``O_NONBLOCK`` and checked again on the descriptor, so a file
-    swapped for a FIFO in between is not waited on either.
-
-    :raises NotRegularFile: the path is not a regular file.
-    :raises OSError: it cannot be opened.
-    """
-    st = os.stat(path)
-    if not stat.S_ISREG(st.st_mode):
-        raise NotRegularFile(
-            errno.EINVAL, f"not a regular file ({file_kind(st.st_mode)})", str(path)
-        )
-    flags = os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | getattr(os, "O_CLOEXEC", 0)
-    fd = os.open(path, flags)
-    try:
-        now = os.fstat(fd)
-        if not stat.S_ISREG(now.st_mode) or identity(now) != identity(st):
-            raise NotRegularFile(errno.EINVAL, "changed while it was opened", str(path))
-        return os.fdopen(fd, "rb")
-    except BaseException:
-        os.close(fd)
-        raise
 
 
 def reason(e: OSError) -> str:

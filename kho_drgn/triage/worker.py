@@ -16,11 +16,11 @@ from typing import Any
 
 import drgn
 
+from kho_drgn.safefiles import open_regular
 from kho_drgn.triage.discover import (
     dump_kind,
     elf_build_id,
     elf_core_problem,
-    open_regular,
     reason,
 )
 
