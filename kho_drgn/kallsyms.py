@@ -26,6 +26,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 
 __all__ = (
+    "KallsymsError",
     "KallsymsLookup",
     "KallsymsTables",
     "kallsyms_lookup",
@@ -45,8 +46,18 @@ TYPE_LETTERS = b"bBdDrRtTvVwWaAgGsSuUnN"
 #: VMCOREINFO symbols that must be found at their address before any answer
 #: is trusted.
 MIN_CALIBRATION = 3
+#: A learned token splits at most this many ways into known tokens, and a
+#: name has at most this many candidate encodings; past either the tables are
+#: not what scripts/kallsyms.c writes (damaged), and are not used.
+MAX_PAIRS = 8
+MAX_ENCODINGS = 64
 #: VMCOREINFO symbols that are plain kernel variables in every release.
 CALIBRATION_FIRST = ("_stext", "init_uts_ns", "prb", "clear_seq", "init_top_pgt")
+
+
+class KallsymsError(Exception):
+    """The tables do not read as scripts/kallsyms.c writes them (damaged):
+    the caller uses drgn's index instead."""
 
 
 @dataclass
@@ -129,7 +140,8 @@ def _entry_length(names: bytes, at: int) -> tuple[int, int]:
     """(token count, header bytes) of the entry at ``at``."""
     length = names[at]
     if length & 0x80:
-        return (length & 0x7F) | (names[at + 1] << 7), 2
+        high = names[at + 1] if at + 1 < len(names) else 0
+        return (length & 0x7F) | (high << 7), 2
     return length, 1
 
 
@@ -188,6 +200,8 @@ def learned_pairs(tokens: list[bytes]) -> list[tuple[int, list[tuple[int, int]]]
             for b in by_text.get(text[k:], ())
             if literal[b] or b > code
         ]
+        if len(pairs) > MAX_PAIRS:
+            raise KallsymsError(f"token {code} splits {len(pairs)} ways")
         order.append((code, pairs))
     return order
 
@@ -210,6 +224,8 @@ def encodings(
                     replaced = True
             if not replaced:
                 new.add(seq)
+        if len(new) > MAX_ENCODINGS:
+            raise KallsymsError(f"{text!r} has more than {MAX_ENCODINGS} encodings")
         seqs = new
     return seqs
 
@@ -248,7 +264,10 @@ class KallsymsLookup:
     _indices_found: dict[str, int | None] = field(default_factory=dict, repr=False)
 
     def address(self, name: str) -> int | None:
-        """The address of ``name``; None when it is not in kallsyms."""
+        """The address of ``name``; None when it is not in kallsyms.
+
+        :raises KallsymsError: the tables turned out not to be trustworthy.
+        """
         if name not in self._indices_found:
             found = next(self._indices(name.encode(), TYPE_LETTERS), None)
             self._indices_found[name] = found
@@ -321,7 +340,17 @@ def kallsyms_lookup(
 ) -> KallsymsLookup | None:
     """A lookup whose answers were checked on ``known`` (VMCOREINFO's own
     ``SYMBOL()`` addresses), or None if they do not all agree."""
-    lookup = KallsymsLookup(tables, learned_pairs(tables.tokens))
+    try:
+        lookup = KallsymsLookup(tables, learned_pairs(tables.tokens))
+        return _calibrated(lookup, tables, known)
+    except KallsymsError:
+        return None
+
+
+def _calibrated(
+    lookup: KallsymsLookup, tables: KallsymsTables, known: Mapping[str, int]
+) -> KallsymsLookup | None:
+    """The lookup with the address scheme VMCOREINFO's addresses bear out."""
     schemes = ["pc-relative"] + (["base-relative"] if tables.relative_base else [])
     # Plain variables first; a few SYMBOL()s are values, not addresses
     # (mem_section is the array's pointer), or aliases kallsyms lacks.

@@ -38,7 +38,12 @@ from kho_drgn.abi import (
 from kho_drgn.errors import TARGET_ERRORS
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
 from kho_drgn.findings import Finding, error, memory_missing, warning
-from kho_drgn.kallsyms import KallsymsLookup, kallsyms_lookup, read_kallsyms_tables
+from kho_drgn.kallsyms import (
+    KallsymsError,
+    KallsymsLookup,
+    kallsyms_lookup,
+    read_kallsyms_tables,
+)
 from kho_drgn.metadata import decode_c_string
 from kho_drgn.vmcoreinfo import VmcoreInfo, read_vmcoreinfo
 
@@ -270,7 +275,10 @@ def symbol_address(prog: Program, name: str) -> int | None:
     if target.symbols is SymbolSource.KALLSYMS:
         fast = target.fast_kallsyms(prog)
         if fast is not None:
-            return fast.address(name)
+            try:
+                return fast.address(name)
+            except KallsymsError:
+                target.kallsyms_lookup = None  # damaged: drgn's index from now on
         index = target.kallsyms_index(prog)
         if index is not None:
             found = index(prog, name, None, True)

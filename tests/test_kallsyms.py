@@ -74,6 +74,11 @@ def test_damaged_tables_are_not_trusted() -> None:
         kallsyms_lookup(dataclasses.replace(tables, offsets=bytes(offsets)), known)
         is None
     )
+    # tokens all alike: every learned token splits every way; not used, quickly
+    alike = dataclasses.replace(tables, tokens=[b"aa"] * 256)
+    assert kallsyms_lookup(alike, known) is None
+    splits = dataclasses.replace(tables, tokens=[b"aa"] * 200 + [b"a"] * 56)
+    assert kallsyms_lookup(splits, known) is None  # thousands of ways each
     # VMCOREINFO that names no tables, or a layout this reader does not know
     assert read_kallsyms_tables(lambda a, n: prog.read(a, n), {}) is None
     swapped = dict(known, kallsyms_token_table=known["kallsyms_names"] - 8)
