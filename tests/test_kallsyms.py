@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
 import random
 import re
+from datetime import timedelta
 
 import drgn
 import pytest
 from drgn.helpers.linux.kallsyms import load_vmlinux_kallsyms
 from fixturedata import decompressed, fixture_path
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from kho_drgn.kallsyms import kallsyms_lookup, read_kallsyms_tables
 
@@ -96,3 +101,56 @@ def test_no_debuginfo_report_does_not_build_the_full_index() -> None:
     target = kho_target(prog)
     assert target.kallsyms_lookup is not None
     assert target.kallsyms is None  # drgn's full index was never needed
+
+
+tokens_strategy = st.lists(
+    st.binary(min_size=1, max_size=4), min_size=256, max_size=256
+)
+
+
+def _hostile_tables(
+    tokens: list[bytes], names: bytes, offsets: bytes, count: int
+) -> None:
+    """Any tables: a lookup or None, never an exception, in bounded time."""
+    from kho_drgn.kallsyms import KallsymsError, KallsymsTables
+
+    tables = KallsymsTables(
+        num_syms=count,
+        names=names,
+        tokens=tokens,
+        offsets_addr=0xFFFFFFFF81000000,
+        offsets=offsets.ljust(4 * count, b"\0"),
+    )
+    known = {"_stext": 0xFFFFFFFF81000000, "init_uts_ns": 0xFFFFFFFF82000000}
+    lookup = kallsyms_lookup(tables, known)
+    if lookup is not None:
+        with contextlib.suppress(KallsymsError):
+            lookup.address("kho_in")
+
+
+hostile = given(
+    tokens_strategy,
+    st.binary(max_size=2048),
+    st.binary(max_size=256),
+    st.integers(1, 64),
+)
+
+
+@settings(max_examples=25, derandomize=True, deadline=timedelta(seconds=5))
+@hostile
+def test_hostile_tables(
+    tokens: list[bytes], names: bytes, offsets: bytes, n: int
+) -> None:
+    _hostile_tables(tokens, names, offsets, n)
+
+
+@pytest.mark.fuzz
+@settings(
+    max_examples=int(os.environ.get("KHO_DRGN_FUZZ_EXAMPLES", "100000")) // 50,
+    deadline=timedelta(seconds=5),
+)
+@hostile
+def test_hostile_tables_fuzz(
+    tokens: list[bytes], names: bytes, offsets: bytes, n: int
+) -> None:
+    _hostile_tables(tokens, names, offsets, n)
