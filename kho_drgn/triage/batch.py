@@ -58,8 +58,14 @@ def run_one(
     options: BatchOptions,
     index_file: Path | None,
     workers: Workers | None = None,
+    cwd: Path | None = None,
 ) -> dict[str, Any]:
-    """One dump in its own process; a hang is killed at ``options.timeout``."""
+    """One dump in its own process; a hang is killed at ``options.timeout``.
+
+    The worker runs in ``cwd`` (the batch's private, empty directory) with
+    absolute paths: ``python -m`` puts its working directory first on
+    ``sys.path``, and nothing in a crash tree may ever be imported.
+    """
     try:
         with open_regular(dump):
             pass
@@ -69,9 +75,9 @@ def run_one(
         return failed_record(
             str(dump), "not a vmcore (no ELF core, kdump or flattened-dump header)"
         )
-    cmd = [sys.executable, "-m", "kho_drgn.triage.worker", str(dump)]
+    cmd = [sys.executable, "-m", "kho_drgn.triage.worker", os.path.abspath(dump)]
     if options.vmlinux is not None:
-        cmd += ["--vmlinux", str(options.vmlinux)]
+        cmd += ["--vmlinux", os.path.abspath(options.vmlinux)]
     if index_file is not None:
         cmd += ["--index", str(index_file)]
     if not options.with_crash:
@@ -82,7 +88,11 @@ def run_one(
             return failed_record(str(dump), "batch interrupted", status="skipped")
         try:
             proc = subprocess.Popen(
-                cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                cwd=cwd if cwd is not None else tempfile.gettempdir(),
             )
         except OSError as e:
             return failed_record(str(dump), f"cannot start a worker: {reason(e)}")
@@ -102,9 +112,11 @@ def run_one(
     if proc.returncode == 0 and lines:
         try:
             record: dict[str, Any] = json.loads(lines[-1])
-            return record
         except json.JSONDecodeError:
             pass
+        else:
+            record["dump"] = str(dump)  # as it was given
+            return record
     tail = (stderr.strip().splitlines() or ["no output"])[-1]
     return failed_record(str(dump), f"worker exited {proc.returncode}: {tail}")
 
@@ -122,15 +134,18 @@ def run_batch(
     workers = Workers()
     with tempfile.TemporaryDirectory(prefix="kho-triage-") as tmp:
         index_file = None
+        workdir = Path(tmp) / "cwd"  # empty: the workers' working directory
+        workdir.mkdir()
         if options.index:
             index_file = Path(tmp) / "index.json"
             index_file.write_text(
-                json.dumps({k: str(v) for k, v in options.index.items()})
+                json.dumps({k: os.path.abspath(v) for k, v in options.index.items()})
             )
         pool = ThreadPoolExecutor(max_workers=max(1, options.jobs))
         try:
             futures = [
-                pool.submit(run_one, d, options, index_file, workers) for d in dumps
+                pool.submit(run_one, d, options, index_file, workers, workdir)
+                for d in dumps
             ]
             for done, future in enumerate(futures, 1):
                 record = future.result()

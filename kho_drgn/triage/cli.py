@@ -51,6 +51,9 @@ from kho_drgn.triage.records import (
 )
 from kho_drgn.triage.worker import failed_record
 
+#: The longest ``--timeout``/``--discovery-timeout``: timers past it overflow.
+MAX_SECONDS = 1e6
+
 #: Exit status of ``run`` when interrupted (SIGINT, SIGTERM): 128 + SIGINT.
 INTERRUPTED = 130
 
@@ -68,6 +71,10 @@ def _positive(kind: Callable[[str], float]) -> Callable[[str], Any]:
         if not (math.isfinite(value) and value > 0):
             finite = " and finite" if kind is float else ""
             raise argparse.ArgumentTypeError(f"must be positive{finite}, not {text}")
+        if kind is float and value > MAX_SECONDS:
+            raise argparse.ArgumentTypeError(
+                f"at most {MAX_SECONDS:g} s (about 11 days), not {text}"
+            )
         return value
 
     return parse
@@ -175,6 +182,14 @@ def output_target(output: Path) -> Path:
         if not stat.S_ISREG(st.st_mode):
             kind = file_kind(st.st_mode)
             raise UsageError(f"-o {output}: is a {kind}, not a regular file")
+        try:
+            with open_regular(target):
+                pass
+        except OSError as e:
+            raise UsageError(
+                f"-o {output}: exists and cannot be read ({reason(e)}), so it "
+                "cannot be checked not to be a dump; it is not written over"
+            ) from None
         if dump_kind(target) is not None:
             raise UsageError(f"-o {output}: is a dump; it is never written over")
     if not target.parent.is_dir():
@@ -232,10 +247,23 @@ class AtomicOutput:
         self.stream: IO[str] = os.fdopen(fd, "w")
 
     def commit(self) -> None:
+        """Put the records in place, on disk before the rename.  The file is
+        synced by its name: a writer may have replaced it (DuckDB's Parquet
+        COPY makes a new file), leaving the stream on an unlinked inode."""
         self.stream.flush()
-        os.fsync(self.stream.fileno())
         self.stream.close()
+        fd = os.open(self.temp, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
         os.replace(self.temp, self.target)
+        with contextlib.suppress(OSError):  # the rename itself, where possible
+            dirfd = os.open(self.target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dirfd)
+            finally:
+                os.close(dirfd)
 
     def discard(self) -> None:
         self.stream.close()
@@ -310,6 +338,20 @@ def _protected(
 
 def run_main(argv: list[str]) -> int:
     args = _run_parser().parse_args(argv)
+
+    def on_term(signum: int, frame: FrameType | None) -> None:
+        raise _Interrupted
+
+    # SIGTERM is an interruption from here on: the temporary output, made
+    # before discovery, is removed and -o left as it was (exit 130).
+    old_term = signal.signal(signal.SIGTERM, on_term)
+    try:
+        return _run_main(args)
+    finally:
+        signal.signal(signal.SIGTERM, old_term)
+
+
+def _run_main(args: argparse.Namespace) -> int:
     output: AtomicOutput | None = None
     try:
         check_inputs(args.vmlinux, args.debuginfo_dir)
@@ -328,14 +370,18 @@ def run_main(argv: list[str]) -> int:
         found, index = _find_inputs(args)
         if output is not None:
             check_not_an_input(output.target, *_protected(args, found, index))
-    except (UsageError, KeyboardInterrupt) as e:
+    except (UsageError, KeyboardInterrupt, _Interrupted) as e:
         if output is not None:
             output.discard()
-        if isinstance(e, KeyboardInterrupt):
+        if isinstance(e, (KeyboardInterrupt, _Interrupted)):
             _warn("interrupted while finding the dumps")
             return INTERRUPTED
-        _warn(str(e))
+        _warn(escape_text(str(e)))
         return 2
+    except BaseException:
+        if output is not None:
+            output.discard()
+        raise
     for skipped in found.skipped:
         _warn(f"skipped {escape_text(str(skipped.path))}: {skipped.reason}")
     debuginfo_skipped = index.skipped if index else []
@@ -374,13 +420,9 @@ def _run_batch(
     """Records of the skipped paths, then one per dump; the output file is
     put in place only when all are written."""
 
-    def on_term(signum: int, frame: FrameType | None) -> None:
-        raise _Interrupted
-
     progress = _progress(sys.stderr) if sys.stderr.isatty() else None
     out = _record_writer(output)
     failed = skipped
-    old_term = signal.signal(signal.SIGTERM, on_term)
     try:
         for item in found.skipped:
             out.write(_skipped_record(item))
@@ -395,19 +437,22 @@ def _run_batch(
     except (KeyboardInterrupt, _Interrupted):
         if output is not None:
             output.discard()
-        _warn("interrupted" + (f": {output.target} not written" if output else ""))
+        where = escape_text(str(output.target)) if output else ""
+        _warn("interrupted" + (f": {where} not written" if output else ""))
         return INTERRUPTED
     except OSError as e:  # disk full, quota, I/O error
         if output is not None:
             output.discard()
-        _warn(f"stopped: {e}" + (f"; {output.target} not written" if output else ""))
+        where = escape_text(str(output.target)) if output else ""
+        _warn(
+            f"stopped: {escape_text(str(e))}"
+            + (f"; {where} not written" if output else "")
+        )
         return 1
     except BaseException:
         if output is not None:
             output.discard()
         raise
-    finally:
-        signal.signal(signal.SIGTERM, old_term)
     return 1 if failed else 0
 
 

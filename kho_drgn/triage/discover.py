@@ -197,7 +197,9 @@ def _sniff(path: Path) -> bytes | Skipped:
 
 
 def _candidates(arg: str) -> Iterator[Path | Skipped]:
-    if not glob.has_magic(arg):
+    """The path itself when it exists (``vmcore[1]`` is a name, not a
+    pattern), else the paths the glob matches."""
+    if os.path.lexists(arg) or not glob.has_magic(arg):
         yield Path(arg)
         return
     matches = sorted(glob.glob(arg))

@@ -31,9 +31,11 @@ from pathlib import Path
 from typing import IO, Any
 
 from kho_drgn.escape import escape_text
+from kho_drgn.safefiles import identity
 from kho_drgn.triage.records import (
     COLUMNS,
     UNREADABLE,
+    UNSET_HOSTS,
     FlatRecord,
     display_path,
     for_each_jsonl_row,
@@ -177,17 +179,23 @@ def fleet_report(
 
     :raises FleetError: if a file cannot be read at all.
     """
-    files = list(paths)
     engine = engine or available_engines()[0]
-    for path in files:
+    files: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    for path in paths:
         try:
-            mode = path.stat().st_mode
-            if not stat.S_ISREG(mode):
+            st = path.stat()
+            if not stat.S_ISREG(st.st_mode):
                 raise FleetError(f"{path}: not a regular file")
             with open(path, "rb"):
                 pass
         except OSError as e:
             raise FleetError(f"{path}: {e.strerror or e}") from None
+        # one file named twice (a glob and its name, a link) is read once,
+        # so both engines count its records once
+        if identity(st) not in seen:
+            seen.add(identity(st))
+            files.append(path)
     if engine == "duckdb":
         import duckdb
 
@@ -336,10 +344,19 @@ def _duckdb_load(files: list[Path], tmpdir: str | None) -> Any:
             _duckdb_jsonl(db, jsonl, names, aliases)
         for path in parquet:
             try:
+                # the flat schema's host is never a placeholder; a file from
+                # elsewhere may still carry one
+                unset = ", ".join(_sql_string(h) for h in UNSET_HOSTS)
+                columns = [
+                    f"CASE WHEN host IN ({unset}) THEN NULL ELSE host END"
+                    if n == "host"
+                    else n
+                    for n in names
+                ]
                 db.execute(
                     f"INSERT INTO records SELECT {_sql_string(aliases[path])}, "
                     "false, "
-                    + ", ".join(names)
+                    + ", ".join(columns)
                     + f" FROM read_parquet({_sql_string(aliases[path])})"
                 )
             except duckdb.Error as e:
@@ -405,11 +422,12 @@ def _duckdb_jsonl(
             f"INSERT INTO records WITH raw AS ({raw}) "
             + flatten.replace("WITH typed AS", ", typed AS", 1)
         )
-    except duckdb.InvalidInputException:
-        # A file DuckDB's reader refuses as a whole (e.g. a line over its
-        # size limit): every file goes through the Python reader.
+    except (duckdb.InvalidInputException, duckdb.OutOfMemoryException):
+        # A file DuckDB's reader refuses as a whole (a line over its size
+        # limit, a tail of NULs): every file goes through the Python reader,
+        # whole (no row of DuckDB's is left to compare a tail with).
         db.execute("DELETE FROM records")
-        dirty = [aliases[p] for p in files]
+        dirty, whole = [aliases[p] for p in files], True
     else:
         dirty = [
             row[0]
@@ -417,10 +435,11 @@ def _duckdb_jsonl(
                 "SELECT DISTINCT filename FROM records WHERE dirty"
             ).fetchall()
         ]
+        whole = False
     by_name = {aliases[p]: p for p in files}
     for name in dirty:
         path = by_name.get(name, Path(name))
-        if _name_tail_lines(db, name, path, names):
+        if not whole and _name_tail_lines(db, name, path, names):
             continue
         db.execute("DELETE FROM records WHERE filename = ?", [name])
         with open(path, "rb") as stream:
@@ -443,6 +462,8 @@ def _name_tail_lines(db: Any, name: str, path: Path, names: list[str]) -> bool:
     dirty = db.execute(
         "SELECT dump FROM records WHERE filename = ? AND dirty", [name]
     ).fetchall()
+    if not dirty:
+        return False
     tail = _last_lines(path, len(dirty))
     if tail is None:
         return False

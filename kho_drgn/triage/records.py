@@ -250,6 +250,25 @@ class RecordWriter(Protocol):
     def close(self) -> None: ...
 
 
+def valid_unicode(value: Any) -> Any:
+    """``value`` with every string valid Unicode: a path's bytes that are not
+    UTF-8 (Python's lone surrogates) written ``\\xNN``, as
+    :func:`display_path` does, so every record can be read back."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-8", "surrogateescape").decode(
+                "utf-8", "backslashreplace"
+            )
+        return value
+    if isinstance(value, dict):
+        return {valid_unicode(k): valid_unicode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [valid_unicode(v) for v in value]
+    return value
+
+
 @dataclass
 class JsonlWriter:
     """JSON Lines, one record per line, flushed as each dump completes."""
@@ -257,7 +276,7 @@ class JsonlWriter:
     stream: IO[str]
 
     def write(self, record: dict[str, Any]) -> None:
-        self.stream.write(json.dumps(record) + "\n")
+        self.stream.write(json.dumps(valid_unicode(record)) + "\n")
         self.stream.flush()
 
     def close(self) -> None:
@@ -289,6 +308,7 @@ class ParquetWriter:
         self.rows: list[tuple[Any, ...]] = []
 
     def write(self, record: dict[str, Any]) -> None:
+        record = valid_unicode(record)
         dump = str(record.get("dump") or "?")
         row = flatten_record(record, dump)
         self.rows.append(tuple(row[name] for name, _, _ in COLUMNS))
