@@ -24,7 +24,7 @@ KHO_PAGE_MAGIC = 0x4B484F50  # "KHOP" in page->private, on preserved pages
 
 #: Boot-time log lines that the kernel prints with pr_fmt "KHO: ".
 KHO_LOG_PREFIX = "KHO: "
-EXEC_FROM_RE = re.compile(r"KHO: exec from: (?P<release>.*) \(count (?P<count>\d+)\)$")
+EXEC_FROM_RE = re.compile(r"^KHO: exec from: (?P<release>.*) \(count (?P<count>\d+)\)$")
 
 
 @dataclass(frozen=True)

@@ -31,9 +31,14 @@ class BootLine:
 
 
 def find_boot_line(lines: list[str]) -> BootLine | None:
-    """The last ``KHO: exec from:`` line among log lines, if any."""
-    for line in reversed(lines):
-        match = EXEC_FROM_RE.search(line.rstrip())
+    """The kernel's ``KHO: exec from:`` record, if the log still has it.
+
+    Only a record that is the kernel's own line counts (it starts with the
+    ``KHO:`` prefix; userspace writing to /dev/kmsg cannot forge one with a
+    prefix of its own), and the first: the kernel prints it once, at boot.
+    """
+    for line in lines:
+        match = EXEC_FROM_RE.match(line.strip())
         if match:
             return BootLine(match["release"], int(match["count"]), line.strip())
     return None
@@ -108,7 +113,10 @@ def build_chain(
     elif state.status is KhoStatus.KEXEC:
         blob_valid = incoming_md is not None and incoming_md.valid
         copy_valid = (
-            kho_in is not None and kho_in.has_metadata_copy and bool(kho_in.kexec_count)
+            kho_in is not None
+            and kho_in.has_metadata_copy
+            and kho_in.previous_release is not None
+            and bool(kho_in.kexec_count)
         )
         if blob_valid and copy_valid and _copy_outweighs_blob(state, boot_line):
             assert kho_in is not None
@@ -224,7 +232,7 @@ def _chain_from_log(
         ]
     if state.status is not KhoStatus.DISABLED or log_lines is None:
         return []
-    if not any(FOUND_HANDOVER_LINE in line for line in log_lines):
+    if not any(line.lstrip().startswith(FOUND_HANDOVER_LINE) for line in log_lines):
         return []
     chain.status = KhoStatus.KEXEC
     chain.source = LOG_OVER_KHO_VARIABLES
@@ -259,7 +267,7 @@ def _without_metadata(state: KhoState, chain: KexecChain, lines: list[str]) -> N
     chain.predates_metadata = True
     chain.findings = [f for f in chain.findings if f.code != "log.boot-line-gone"]
     if state.status is KhoStatus.KEXEC and chain.source is None:
-        logged = any(FOUND_HANDOVER_LINE in line for line in lines)
+        logged = any(line.lstrip().startswith(FOUND_HANDOVER_LINE) for line in lines)
         chain.source = (
             "kho_in and the incoming FDT"
             + (f", and the boot line {FOUND_HANDOVER_LINE!r}" if logged else "")

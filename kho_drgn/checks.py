@@ -41,6 +41,8 @@ def check_kho_in_copy(state: KhoState, follows_copy: bool) -> list[Finding]:
     md = state.incoming.metadata if state.incoming else None
     if kho_in is None or not kho_in.has_metadata_copy or md is None or not md.valid:
         return []
+    if kho_in.previous_release is None:
+        return []  # the copy is unreadable itself: its own finding says so
     if state.status is not KhoStatus.KEXEC:
         return []
     if (md.previous_release, md.kexec_count) == (

@@ -27,6 +27,7 @@ from typing import Any
 from drgn import FaultError, Object, Program
 
 from kho_drgn.abi import KHO_PAGE_MAGIC
+from kho_drgn.checks import covered
 from kho_drgn.findings import Finding, error, info, memory_missing, warning
 from kho_drgn.luo import (
     LUO_NODE,
@@ -202,10 +203,14 @@ def _kernel_luo_dwarf(prog: Program) -> KernelLuo:
         kernel.incoming_head_pa = sessions.incoming.block_set.head_pa.value_() or None
 
     def incoming() -> None:
-        kernel.incoming_sessions = _sessions_dwarf(prog, sessions.incoming.list, True)
+        kernel.incoming_sessions = _sessions_dwarf(
+            prog, sessions.incoming.list, True, kernel
+        )
 
     def outgoing() -> None:
-        kernel.outgoing_sessions = _sessions_dwarf(prog, sessions.outgoing.list, False)
+        kernel.outgoing_sessions = _sessions_dwarf(
+            prog, sessions.outgoing.list, False, kernel
+        )
 
     def flb_headers() -> None:
         flbs = prog["luo_flb_global"]
@@ -215,12 +220,14 @@ def _kernel_luo_dwarf(prog: Program) -> KernelLuo:
     def registered() -> None:
         flbs = prog["luo_flb_global"]
         for i, flb in enumerate(
-            list_for_each_entry(
-                "struct liveupdate_flb", flbs.list.address_of_(), "private.list"
+            _bounded(
+                list_for_each_entry(
+                    "struct liveupdate_flb", flbs.list.address_of_(), "private.list"
+                ),
+                kernel,
+                "registered FLBs",
             )
         ):
-            if i >= MAX_LIST:
-                break
             name, _ = decode_c_string(flb.compatible.to_bytes_(), "FLB", "luo")
             private = flb.private
             kernel.registered_flbs[name or f"#{i}"] = {
@@ -250,15 +257,41 @@ def _virt_phys(prog: Program, pointer: Object) -> int | None:
     return virt_to_phys_or_none(prog, address) if address else None
 
 
-def _sessions_dwarf(prog: Program, head: Object, incoming: bool) -> list[LuoSession]:
+def _bounded(
+    entries: Iterator[Object], kernel: KernelLuo, what: str
+) -> Iterator[Object]:
+    """List entries until one comes round again or :data:`MAX_LIST` are
+    read: a damaged ``next`` pointer must not loop the walk (a finding)."""
+    seen: set[int] = set()
+    for obj in entries:
+        address = obj.value_()
+        if address in seen or len(seen) >= MAX_LIST:
+            kernel.findings.append(
+                error(
+                    "luo.list-loop",
+                    f"{what}: the kernel list comes back to an entry or has more "
+                    f"than {MAX_LIST}; walked {len(seen)} (damaged list pointer)",
+                    "luo",
+                )
+            )
+            return
+        seen.add(address)
+        yield obj
+
+
+def _sessions_dwarf(
+    prog: Program, head: Object, incoming: bool, kernel: KernelLuo
+) -> list[LuoSession]:
     from drgn.helpers.linux.list import list_for_each_entry
 
     sessions = []
-    for i, obj in enumerate(
-        list_for_each_entry("struct luo_session", head.address_of_(), "list")
+    where = "incoming" if incoming else "outgoing"
+    total_files = 0
+    for obj in _bounded(
+        list_for_each_entry("struct luo_session", head.address_of_(), "list"),
+        kernel,
+        f"{where} sessions",
     ):
-        if i >= MAX_LIST:
-            break
         name, bad = decode_c_string(obj.name.to_bytes_(), "session name", "luo")
         if incoming:
             state = RETRIEVED if obj.retrieved.value_() else RESTORED
@@ -271,8 +304,17 @@ def _sessions_dwarf(prog: Program, head: Object, incoming: bool) -> list[LuoSess
         files = list_for_each_entry(
             "struct luo_file", obj.file_set.files_list.address_of_(), "list"
         )
-        for j, f in enumerate(files):
-            if j >= MAX_LIST:
+        for f in _bounded(files, kernel, f"files of session {name!r}"):
+            total_files += 1
+            if total_files > MAX_LIST:
+                kernel.findings.append(
+                    error(
+                        "luo.list-loop",
+                        f"{where} sessions hold more than {MAX_LIST} files in "
+                        "all: stopped (damaged list pointers)",
+                        "luo",
+                    )
+                )
                 break
             compat, _ = decode_c_string(f.fh.compatible.to_bytes_(), "handler", "luo")
             session.files.append(
@@ -674,7 +716,10 @@ def _check_folios(
     summary = memory.summary if memory is not None else None
     ranges = (
         summary.ranges
-        if summary is not None and summary.complete and summary.blocks
+        if summary is not None
+        and summary.complete
+        and summary.blocks
+        and not summary.ranges_truncated
         else None
     )
     layout = page_layout(prog) if side.direction == "incoming" else None
@@ -723,9 +768,5 @@ def _folio_preserved(
         except TARGET_ERRORS:
             pass
     if ranges is not None:
-        phys = pfn * 4096
-        for r in ranges:
-            if r.start <= phys < r.end:
-                return "map"
-        return "not-preserved"
+        return "map" if covered(ranges, pfn * 4096, 4096) else "not-preserved"
     return "not-preserved" if layout is not None else None

@@ -26,6 +26,7 @@ from kho_drgn.target import (
     TARGET_ERRORS,
     Scratch,
     SymbolSource,
+    kho_target,
     symbol_address,
     symbol_source,
 )
@@ -115,7 +116,8 @@ def kho_report(
     if luo is not None:
         findings.extend(luo.all_findings())
     if state.symbols is SymbolSource.KALLSYMS and state.status.value != "not-built":
-        build_id = crash.build_id if crash is not None else None
+        info = kho_target(prog).vmcoreinfo
+        build_id = info.build_id if info is not None else None
         wanted = f" (the dump's BUILD-ID is {build_id})" if build_id else ""
         findings.append(
             warning(
