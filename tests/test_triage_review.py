@@ -149,3 +149,21 @@ def test_parquet_placeholder_hosts_are_unknown(tmp_path: Path) -> None:
     proc = triage("report", none, "--json")
     assert proc.returncode == 0, proc.stderr
     assert "(none)" not in json.loads(proc.stdout)["hosts"]
+
+
+def test_links_into_the_live_system_are_not_followed(tmp_path: Path) -> None:
+    """A crash tree linking to /proc (whose kcore is an ELF core) or /sys:
+    reported, never walked or taken; a top named on the command line is."""
+    (tmp_path / "proc").symlink_to("/proc")
+    (tmp_path / "sys").symlink_to("/sys")
+    (tmp_path / "self").symlink_to("/proc/self/status")
+    found = discover([str(tmp_path)])
+    assert found.dumps == []
+    reasons = {s.path.name: s.reason for s in found.skipped}
+    assert reasons == {
+        "proc": "a link into /proc: not read",
+        "self": "a link into /proc: not read",
+        "sys": "a link into /sys: not read",
+    }
+    # named on the command line (a capture kernel's /proc/vmcore): taken
+    assert discover(["/proc/self/status"]).dumps == [Path("/proc/self/status")]

@@ -116,6 +116,23 @@ def _check_deadline(deadline: float | None) -> None:
         raise DiscoveryTimeout
 
 
+#: The live system's pseudo filesystems: never entered through a link found
+#: in a crash tree.
+PSEUDO_FILESYSTEMS = ("/proc", "/sys", "/dev")
+
+
+def _pseudo_filesystem(path: Path) -> str | None:
+    real = os.path.realpath(path)
+    return next(
+        (
+            top
+            for top in PSEUDO_FILESYSTEMS
+            if real == top or real.startswith(top + "/")
+        ),
+        None,
+    )
+
+
 def for_each_file(
     top: Path, deadline: float | None = None, seen: set[tuple[int, int]] | None = None
 ) -> Iterator[tuple[Path, os.stat_result] | Skipped]:
@@ -155,6 +172,17 @@ def for_each_file(
         except OSError as e:
             broken = os.path.islink(path)
             yield Skipped(path, f"{'broken link: ' if broken else ''}{reason(e)}")
+            continue
+        pseudo = (
+            _pseudo_filesystem(path)
+            if stat.S_ISDIR(st.st_mode) or stat.S_ISREG(st.st_mode)
+            else None
+        )
+        if pseudo is not None and _pseudo_filesystem(top) is None:
+            # a link out of the tree into the live system (/proc/kcore is an
+            # ELF core): not walked, not taken; named on the command line, a
+            # /proc/vmcore in a capture kernel is still read
+            yield Skipped(path, f"a link into {pseudo}: not read")
             continue
         if stat.S_ISDIR(st.st_mode):
             listed = _listing(path, st, seen, deadline)
