@@ -71,17 +71,14 @@ def _kho(prog: Program, name: str, args: argparse.Namespace, **kwargs: Any) -> N
         raise CommandError(f"{name}: error-severity findings (see above)")
 
 
-_cmd_kho = linux_kernel_command(
-    name="kho",
-    description="show the KHO kexec chain: which kernel this one came from",
-    long_description=_LONG_DESCRIPTION,
-    arguments=_ARGUMENTS,
-)(_kho)
+#: One declaration for both registrations.
+_SPEC: dict[str, Any] = {
+    "name": "kho",
+    "description": "show the KHO kexec chain: which kernel this one came from",
+    "long_description": _LONG_DESCRIPTION,
+    "arguments": _ARGUMENTS,
+}
 
+_cmd_kho = linux_kernel_command(**_SPEC)(_kho)
 # The same command beside crash's own (``%crash kho``, next to bt, log, sys).
-_crash_cmd_kho = crash_command(
-    name="kho",
-    description="show the KHO kexec chain: which kernel this one came from",
-    long_description=_LONG_DESCRIPTION,
-    arguments=_ARGUMENTS,
-)(_kho)
+_crash_cmd_kho = crash_command(**_SPEC)(_kho)
