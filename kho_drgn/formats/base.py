@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from kho_drgn.abi import MetadataLayout
-from kho_drgn.fdt import FdtNode
+from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
 from kho_drgn.findings import Finding, error, memory_missing
 
 __all__ = (
@@ -24,10 +24,12 @@ __all__ = (
     "PAGE_SIZE",
     "ByteOrder",
     "DecodeContext",
+    "Decoder",
     "PageReader",
     "ReadPhys",
     "SubtreeFormat",
     "SubtreeView",
+    "decode_fdt_blob",
     "fdt_u32",
     "fdt_u64",
     "hex_or_missing",
@@ -182,6 +184,20 @@ class PageReader:
 def nested_fdt_invalid(name: str, problem: object, where: str) -> Finding:
     """A subtree blob that starts like an FDT but libfdt rejects."""
     return error("subtree.fdt-invalid", f"{name}: nested FDT: {problem}", where)
+
+
+def decode_fdt_blob(
+    fmt: SubtreeFormat, name: str, blob: bytes, ctx: DecodeContext
+) -> SubtreeView:
+    """``blob`` decoded as ``fmt`` (an FDT format), or a view of its kind
+    saying libfdt refused it: what a format's public decoder returns."""
+    try:
+        root = parse_fdt(blob)
+    except FdtError as e:
+        view = SubtreeView(name, fmt.kind, None, len(blob), summarizer=fmt.summary)
+        view.findings.append(nested_fdt_invalid(name, e, ctx.where))
+        return view
+    return fmt.decode(name, blob, root, ctx)
 
 
 def fdt_u64(node: FdtNode, prop: str, byteorder: ByteOrder) -> int | None:

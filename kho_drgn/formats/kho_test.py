@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 
-from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
+from kho_drgn.fdt import FdtNode
 from kho_drgn.findings import error, info, warning
 from kho_drgn.formats.base import (
     MAX_ENTRIES,
@@ -23,9 +23,9 @@ from kho_drgn.formats.base import (
     ReadPhys,
     SubtreeFormat,
     SubtreeView,
+    decode_fdt_blob,
     fdt_u32,
     hex_or_missing,
-    nested_fdt_invalid,
 )
 
 __all__ = ("FORMAT", "KHO_TEST_MAGIC", "decode_kho_test")
@@ -46,14 +46,8 @@ def decode_kho_test(
     where: str = "",
 ) -> SubtreeView:
     """A ``kho-test-v1`` FDT (lib/test_kho.c); folios listed via ``read_phys``."""
-    try:
-        root = parse_fdt(blob)
-    except FdtError as e:
-        view = SubtreeView("kho_test", "kho-test", None, len(blob), summarizer=_summary)
-        view.findings.append(nested_fdt_invalid("kho_test", e, where))
-        return view
     ctx = DecodeContext(byteorder, read_phys, missing, where)
-    return _decode("kho_test", blob, root, ctx)
+    return decode_fdt_blob(FORMAT, "kho_test", blob, ctx)
 
 
 def _decode(

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
+from kho_drgn.fdt import FdtNode
 from kho_drgn.findings import error, warning
 from kho_drgn.formats.base import (
     MAX_ENTRIES,
@@ -18,9 +18,9 @@ from kho_drgn.formats.base import (
     DecodeContext,
     SubtreeFormat,
     SubtreeView,
+    decode_fdt_blob,
     fdt_u64,
     hex_or_missing,
-    nested_fdt_invalid,
 )
 
 __all__ = ("FORMAT", "decode_memblock")
@@ -30,13 +30,8 @@ def decode_memblock(
     blob: bytes, byteorder: ByteOrder = "little", where: str = ""
 ) -> SubtreeView:
     """A ``memblock-v1`` FDT: one reserve_mem region per child."""
-    try:
-        root = parse_fdt(blob)
-    except FdtError as e:
-        view = SubtreeView("memblock", "memblock", None, len(blob), summarizer=_summary)
-        view.findings.append(nested_fdt_invalid("memblock", e, where))
-        return view
-    return _decode("memblock", blob, root, DecodeContext(byteorder, where=where))
+    ctx = DecodeContext(byteorder, where=where)
+    return decode_fdt_blob(FORMAT, "memblock", blob, ctx)
 
 
 def _decode(
