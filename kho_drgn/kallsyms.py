@@ -21,6 +21,7 @@ The caller then falls back to drgn's full index.  Pure but for
 
 from __future__ import annotations
 
+import bisect
 import struct
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -145,13 +146,15 @@ def _entry_length(names: bytes, at: int) -> tuple[int, int]:
     return length, 1
 
 
-def _skip(names: bytes, at: int, entries: int) -> int | None:
-    for _ in range(entries):
+def _entry_starts(names: bytes, at: int, count: int) -> Iterator[int]:
+    """Where each of ``count`` entries starting at ``at`` starts (fewer when
+    the names end first)."""
+    for _ in range(count):
         if at >= len(names):
-            return None
+            return
+        yield at
         length, header = _entry_length(names, at)
         at += header + length
-    return at
 
 
 def _find_markers(tables: KallsymsTables) -> tuple[int, ...] | None:
@@ -169,8 +172,10 @@ def _find_markers(tables: KallsymsTables) -> tuple[int, ...] | None:
         return None
     if markers[-1] >= start:
         return None
-    if count > 1 and _skip(tables.names, 0, MARKER_STRIDE) != markers[1]:
-        return None
+    if count > 1:
+        starts = list(_entry_starts(tables.names, 0, MARKER_STRIDE + 1))
+        if len(starts) <= MARKER_STRIDE or starts[MARKER_STRIDE] != markers[1]:
+            return None
     return markers
 
 
@@ -288,31 +293,19 @@ class KallsymsLookup:
 
     def _index_at(self, at: int) -> int | None:
         """The index of the entry starting exactly at ``at``, if one does."""
-        markers = self.tables.markers
+        names, markers = self.tables.names, self.tables.markers
         if markers is not None:
-            block = _bisect_right(markers, at) - 1
-            position, index = markers[block], block * MARKER_STRIDE
-            limit = min(index + MARKER_STRIDE, self.tables.num_syms)
-            names = self.tables.names
-            while position < at and index < limit:
-                length, header = _entry_length(names, position)
-                position += header + length
-                index += 1
-            return index if position == at and index < self.tables.num_syms else None
+            block = bisect.bisect_right(markers, at) - 1
+            first = block * MARKER_STRIDE
+            count = min(MARKER_STRIDE, self.tables.num_syms - first)
+            for offset, start in enumerate(_entry_starts(names, markers[block], count)):
+                if start >= at:
+                    return first + offset if start == at else None
+            return None
         if self._entry_starts is None:
-            self._entry_starts = self._walk()
-        found = _bisect_right(self._entry_starts, at) - 1
+            self._entry_starts = list(_entry_starts(names, 0, self.tables.num_syms))
+        found = bisect.bisect_right(self._entry_starts, at) - 1
         return found if found >= 0 and self._entry_starts[found] == at else None
-
-    def _walk(self) -> list[int]:
-        starts, at, names = [], 0, self.tables.names
-        for _ in range(self.tables.num_syms):
-            if at >= len(names):
-                break
-            starts.append(at)
-            length, header = _entry_length(names, at)
-            at += header + length
-        return starts
 
     def _address_of(self, index: int) -> int:
         t = self.tables
@@ -322,17 +315,6 @@ class KallsymsLookup:
             return int(t.relative_base + offset) & (1 << 64) - 1
         (offset,) = struct.unpack_from(end + "i", t.offsets, 4 * index)
         return int(t.offsets_addr + 4 * index + offset) & (1 << 64) - 1
-
-
-def _bisect_right(values: tuple[int, ...] | list[int], x: int) -> int:
-    lo, hi = 0, len(values)
-    while lo < hi:
-        mid = (lo + hi) // 2
-        if x < values[mid]:
-            hi = mid
-        else:
-            lo = mid + 1
-    return lo
 
 
 def kallsyms_lookup(
