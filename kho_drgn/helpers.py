@@ -95,10 +95,8 @@ def preserved_memory(
             f"direction must be 'incoming' or 'outgoing', not {direction!r}"
         )
     state = _kho_state(prog)
-    for memory in _preserved_memory(prog, state, scan_pages):
-        if memory.direction == direction:
-            return memory
-    return None
+    found = _preserved_memory(prog, state, scan_pages, directions=(direction,))
+    return found[0] if found else None
 
 
 @takes_program_or_default

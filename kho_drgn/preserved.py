@@ -235,12 +235,16 @@ def preserved_memory(
     state: KhoState,
     scan_pages: bool = True,
     scan_max_pages: int = DEFAULT_SCAN_MAX_PAGES,
+    directions: tuple[str, ...] = ("incoming", "outgoing"),
 ) -> list[PreservedMemory]:
-    """Both handovers' maps; with ``scan_pages``, the incoming one is checked
-    against the struct pages (64 bytes read per page of RAM)."""
+    """The handovers' maps (those of ``directions``); with ``scan_pages``, the
+    incoming one is checked against the struct pages (64 bytes read per page
+    of RAM)."""
     results = []
     for handover in (state.incoming, state.outgoing):
         if handover is None or handover.fdt is None:
+            continue
+        if handover.direction not in directions:
             continue
         summary = read_memory_map(prog, handover, state.release)
         result = PreservedMemory(handover.direction, summary)
