@@ -469,23 +469,10 @@ def _record_writer(output: AtomicOutput | None) -> RecordWriter:
     target's ``.parquet`` extension, see :mod:`kho_drgn.triage.records`)
     written into the temporary file at the end, then renamed like the rest."""
     if output is None:
-        return _StdoutWriter(JsonlWriter(sys.stdout))
+        return JsonlWriter(sys.stdout)
     if output.target.suffix.lower() == ".parquet":
         return ParquetWriter(output.temp)
-    return _StdoutWriter(JsonlWriter(output.stream))
-
-
-class _StdoutWriter:
-    """JSON Lines whose stream is closed by its owner, not by the writer."""
-
-    def __init__(self, inner: JsonlWriter) -> None:
-        self.inner = inner
-
-    def write(self, record: dict[str, Any]) -> None:
-        self.inner.write(record)
-
-    def close(self) -> None:
-        self.inner.stream.flush()
+    return JsonlWriter(output.stream)
 
 
 def _skipped_record(skipped: Skipped) -> dict[str, Any]:

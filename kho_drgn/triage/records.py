@@ -271,7 +271,8 @@ def valid_unicode(value: Any) -> Any:
 
 @dataclass
 class JsonlWriter:
-    """JSON Lines, one record per line, flushed as each dump completes."""
+    """JSON Lines, one record per line, flushed as each dump completes, on a
+    stream its owner closes (stdout, or kho-triage's temporary output)."""
 
     stream: IO[str]
 
@@ -280,7 +281,7 @@ class JsonlWriter:
         self.stream.flush()
 
     def close(self) -> None:
-        self.stream.close()
+        self.stream.flush()
 
 
 class ParquetWriter:
