@@ -16,7 +16,7 @@ from kho_drgn.abi import (
     KEXEC_METADATA_VERSION,
     MetadataLayout,
 )
-from kho_drgn.escape import escape_bytes as _escape_bytes
+from kho_drgn.escape import escape_bytes
 from kho_drgn.findings import Finding, error, warning
 
 ByteOrder = Literal["little", "big"]
@@ -47,12 +47,6 @@ class KexecMetadata:
             and self.previous_release is not None
             and self.kexec_count is not None
         )
-
-
-def escape_bytes(data: bytes) -> str:
-    """Raw bytes for a finding message: printable ASCII kept, every other
-    byte (controls and non-ASCII) as a C escape, so none reaches a terminal."""
-    return _escape_bytes(data)
 
 
 def decode_c_string(
