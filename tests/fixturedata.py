@@ -212,3 +212,18 @@ def fixture_files(truth: Truth) -> tuple[Path, Path]:
         if not p.exists():
             pytest.skip(f"fixture missing: {p}")
     return decompressed(truth.vmcore_xz), decompressed(truth.vmlinux_xz)
+
+
+def overlay_phys(prog: Any, phys: int, data: bytes) -> None:
+    """Lay ``data`` over the target's physical memory at ``phys`` (whole
+    pages, the rest as it was): drgn's own memory segments take precedence
+    over the core file, so a damaged dump needs no copy."""
+    base, end = phys & ~4095, (phys + len(data) + 4095) & ~4095
+    page = bytearray(prog.read(base, end - base, True))
+    page[phys - base : phys - base + len(data)] = data
+    frozen = bytes(page)
+
+    def read(address: int, count: int, offset: int, physical: bool) -> bytes:
+        return frozen[offset : offset + count]
+
+    prog.add_memory_segment(base, end - base, read, True)

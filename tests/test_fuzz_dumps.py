@@ -30,7 +30,7 @@ from functools import cache
 
 import drgn
 import pytest
-from fixturedata import decompressed, fixture_path
+from fixturedata import decompressed, fixture_path, overlay_phys
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -148,17 +148,7 @@ def _apply(prog: drgn.Program, d: Dump, edits: list[tuple[str, int, object]]) ->
             at = (pick * 61) % (PAGE - len(how))
             data[at : at + len(how)] = how
     for page, data in damaged.items():
-
-        def read(
-            address: int,
-            count: int,
-            offset: int,
-            physical: bool,
-            data: bytes = bytes(data),
-        ) -> bytes:
-            return data[offset : offset + count]
-
-        prog.add_memory_segment(page, PAGE, read, True)
+        overlay_phys(prog, page, bytes(data))
 
 
 def _check(case: tuple[str, bool, list[tuple[str, int, object]]]) -> None:

@@ -4,25 +4,17 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from pathlib import Path
 
 import drgn
 import pytest
 from fixturedata import Truth, fixture_files, load_truth
+from test_library import open_dump
 
 from kho_drgn import kexec_chain, kho_state, preserved_memory
 from kho_drgn.chain import NextKernel
 from kho_drgn.state import KhoStatus
 
 pytestmark = pytest.mark.fixtures
-
-
-def _open(vmcore: Path, vmlinux: Path | None) -> drgn.Program:
-    prog = drgn.Program()
-    prog.set_core_dump(str(vmcore))
-    if vmlinux is not None:
-        prog.load_debug_info([str(vmlinux)])
-    return prog
 
 
 def _finders(prog: drgn.Program) -> tuple[list[str], list[str]]:
@@ -33,7 +25,7 @@ def _finders(prog: drgn.Program) -> tuple[list[str], list[str]]:
 def test_helpers_on_the_default_program(with_vmlinux: bool) -> None:
     truth: Truth = load_truth("chain-aab")
     vmcore, vmlinux = fixture_files(truth)
-    prog = _open(vmcore, vmlinux if with_vmlinux else None)
+    prog = open_dump(vmcore, vmlinux if with_vmlinux else None)
     before = _finders(prog)
     drgn.set_default_prog(prog)
     try:
@@ -82,7 +74,7 @@ def test_kexec_chain_in_a_drgn_session_without_vmlinux() -> None:
 def test_kho_report_takes_the_default_program() -> None:
     truth = load_truth("cold-b")
     vmcore, _ = fixture_files(truth)
-    prog = _open(vmcore, None)
+    prog = open_dump(vmcore, None)
     from kho_drgn import kho_report
 
     drgn.set_default_prog(prog)

@@ -14,7 +14,7 @@ import drgn
 import pytest
 from drgn import offsetof
 from drgn.helpers.linux.mm import follow_phys
-from fixturedata import decompressed, fixture_path
+from fixturedata import decompressed, fixture_path, overlay_phys
 
 from kho_drgn.cli import run
 
@@ -33,17 +33,6 @@ def _open(name: str, dwarf: bool = True) -> drgn.Program:
     if dwarf:
         prog.load_debug_info([str(decompressed(fixture_path(vmlinux)))])
     return prog
-
-
-def _patch(prog: drgn.Program, phys: int, data: bytes) -> None:
-    """Lay ``data`` over physical memory (whole pages, the rest as it was)."""
-    base, end = phys & ~4095, (phys + len(data) + 4095) & ~4095
-    page = bytearray(prog.read(base, end - base, True))
-    page[phys - base : phys - base + len(data)] = data
-    frozen = bytes(page)
-    prog.add_memory_segment(
-        base, end - base, lambda a, c, o, p, frozen=frozen: frozen[o : o + c], True
-    )
 
 
 def _report(prog: drgn.Program, *args: str) -> dict[str, Any]:
@@ -79,9 +68,9 @@ def test_looping_luo_lists_are_walked_once(loop: str) -> None:
     )
     put(2048 + offsetof(ft, "fh"), file_at)
     prog = _open("luo")
-    _patch(prog, fake_phys, bytes(page))
+    overlay_phys(prog, fake_phys, bytes(page))
     head = dwarf["luo_session_global"].incoming.list.address_
-    _patch(
+    overlay_phys(
         prog,
         follow_phys(mm, head).value_(),
         (fake + session_list).to_bytes(8, "little"),
@@ -116,7 +105,7 @@ def test_damaged_kho_in_copy_does_not_beat_a_valid_blob(dwarf: bool) -> None:
     kho_in = info["kho_in"]
     release = kho_in.previous_release
     prog = _open("aab", dwarf)
-    _patch(prog, follow_phys(mm, release.address_).value_(), b"B" * 65)
+    overlay_phys(prog, follow_phys(mm, release.address_).value_(), b"B" * 65)
     report = _report(prog, "--no-memmap", "--no-crash")
     chain = report["chain"]
     assert (chain["previous_release"], chain["kexec_count"]) == ("7.2.13-kho-a", 2)
