@@ -167,3 +167,19 @@ def test_links_into_the_live_system_are_not_followed(tmp_path: Path) -> None:
     }
     # named on the command line (a capture kernel's /proc/vmcore): taken
     assert discover(["/proc/self/status"]).dumps == [Path("/proc/self/status")]
+
+
+def test_the_fleet_transition_follows_the_chain(tmp_path: Path) -> None:
+    """kho_in zeroed after boot reads as a cold boot (kho.status), but the
+    chain follows the boot line and outgoing count: the transition is the
+    chain's, in both engines."""
+    damaged = record(dump="d1")
+    damaged["report"]["kho"]["status"] = "cold-boot"  # as the variables read
+    cold = record(dump="d2", chain={"kexec_count": 0, "previous_release": None})
+    cold["report"]["kho"]["status"] = "cold-boot"
+    path = tmp_path / "r.jsonl"
+    path.write_bytes(_lines(damaged, cold))
+    for engine in ("duckdb", "python"):
+        proc = triage("report", path, "--json", "--engine", engine)
+        by = json.loads(proc.stdout)["by_transition"]
+        assert by == {"7.2-a -> 7.2-b": 1, "cold boot -> 7.2-b": 1}, (engine, by)

@@ -13,11 +13,13 @@ SELECT
   dump, host, kexec_count, previous_release, current_release,
   COALESCE(panic_signature, '(no panic message)') AS panic_signature,
   crash_bucket, error_findings,
+  -- From the chain, which reconciles the sources (a kho_in zeroed after boot
+  -- reads as a cold boot; the chain follows the boot line and outgoing count),
+  -- not from kho_status, which is what the KHO variables say.
   CASE
-    WHEN kho_status = 'cold-boot'
+    WHEN kexec_count = 0
       THEN 'cold boot -> ' || COALESCE(NULLIF(current_release, ''), '?')
-    WHEN kho_status IN ('kexec', 'disabled-with-incoming')
-         AND COALESCE(previous_release, '') <> ''
+    WHEN COALESCE(previous_release, '') <> ''
       THEN previous_release || ' -> ' || COALESCE(NULLIF(current_release, ''), '?')
     ELSE '(' || COALESCE(kho_status, '?') || ') '
          || COALESCE(NULLIF(current_release, ''), '?')
