@@ -8,7 +8,7 @@ from the code that reads a target so that decoders stay pure and testable.
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from typing import NamedTuple
 
 FDT_MAGIC = 0xD00DFEED
 FDT_HEADER_SIZE = 40
@@ -27,8 +27,7 @@ KHO_LOG_PREFIX = "KHO: "
 EXEC_FROM_RE = re.compile(r"^KHO: exec from: (?P<release>.*) \(count (?P<count>\d+)\)$")
 
 
-@dataclass(frozen=True)
-class KhoAbi:
+class KhoAbi(NamedTuple):
     """How one KHO ABI version lays out its root FDT.
 
     Versions and sources (kernel history, see the README's "Data it reads"):
@@ -113,8 +112,7 @@ def abi_for_compatible(compatible: str | None) -> KhoAbi | None:
     return KNOWN_ABIS.get(match.group(1)) if match else None
 
 
-@dataclass(frozen=True)
-class MetadataLayout:
+class MetadataLayout(NamedTuple):
     """Field offsets of ``struct kho_kexec_metadata`` (packed)."""
 
     size: int
@@ -136,8 +134,7 @@ KEXEC_METADATA_VERSION = 1
 KEXEC_METADATA_MIN_SIZE = 4
 
 
-@dataclass(frozen=True)
-class KhoLayout:
+class KhoLayout(NamedTuple):
     """Offsets in ``struct kho_in``/``struct kho_out`` (x86_64, non-debug
     locks) for one era of kernels, used when there is no DWARF for them."""
 
@@ -208,8 +205,7 @@ ERAS_BY_COMPATIBLE: dict[str, tuple[str, ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class EraDecision:
+class EraDecision(NamedTuple):
     """The layout chosen for a kernel without DWARF, and the facts behind it."""
 
     layout: KhoLayout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
+from typing import NamedTuple
 
 from kho_drgn.abi import EXEC_FROM_RE
 from kho_drgn.checks import (
@@ -79,8 +80,7 @@ class KexecChain:
         return NextKernel(self.next_release, self.next_kexec_count)
 
 
-@dataclass(frozen=True)
-class NextKernel:
+class NextKernel(NamedTuple):
     """The outgoing ``kexec-metadata``: this kernel's release and the count."""
 
     release: str | None

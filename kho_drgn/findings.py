@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable
-from dataclasses import dataclass
+from typing import NamedTuple
 
 
 class Severity(str, enum.Enum):
@@ -22,8 +22,7 @@ class Severity(str, enum.Enum):
         return self.value
 
 
-@dataclass(frozen=True)
-class Finding:
+class Finding(NamedTuple):
     """One observation, with a stable machine-readable ``code``.
 
     ``where`` names the part of the target it is about: ``incoming``,

@@ -8,7 +8,7 @@ still found at 3 a.m. on a dump with no debuginfo.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from drgn import FaultError, PlatformFlags, Program
 
@@ -68,8 +68,7 @@ def kernel_log(prog: Program) -> KernelLog:
         raise LogUnavailable(f"printk ring buffer not readable: {e}") from e
 
 
-@dataclass(frozen=True)
-class _RingLayout:
+class _RingLayout(NamedTuple):
     """Offsets of the lockless printk ring, as VMCOREINFO publishes them."""
 
     prb: int
