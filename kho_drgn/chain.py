@@ -22,7 +22,7 @@ from kho_drgn.findings import Finding, Severity, error
 from kho_drgn.state import KHO_IN_UNREADABLE, PREDATES_METADATA, KhoState, KhoStatus
 
 
-@dataclass
+@dataclass(eq=False)
 class BootLine:
     """The kernel's ``KHO: exec from: <release> (count N)`` line."""
 
@@ -45,7 +45,7 @@ def find_boot_line(lines: list[str]) -> BootLine | None:
     return None
 
 
-@dataclass
+@dataclass(eq=False)
 class KexecChain:
     """Where this kernel sits in its kexec chain.
 

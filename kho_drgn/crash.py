@@ -34,7 +34,7 @@ from kho_drgn.target import (
 TAINT_LETTERS = "PFSRMBUDAWCIOELKXTNJ"
 
 
-@dataclass
+@dataclass(eq=False)
 class TaskInfo:
     comm: str
     pid: int
@@ -43,7 +43,7 @@ class TaskInfo:
     source: str = "drgn"
 
 
-@dataclass
+@dataclass(eq=False)
 class CrashContext:
     """The crash (or, live, the running system) around the KHO state."""
 

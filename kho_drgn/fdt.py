@@ -35,7 +35,7 @@ class FdtError(Exception):
     """The bytes are not a usable FDT; the message says why."""
 
 
-@dataclass
+@dataclass(eq=False)
 class FdtNode:
     """One node of a decoded FDT: its path, raw properties and children."""
 
@@ -181,7 +181,7 @@ def subtree_broken(name: str, problem: str, where: str) -> Finding:
     return error("fdt.subtree-broken", f"sub-node {name!r}: {problem}", where)
 
 
-@dataclass
+@dataclass(eq=False)
 class SubtreeRef:
     """A sub-node of the root KHO FDT: one ``kho_add_subtree()`` call."""
 
@@ -191,7 +191,7 @@ class SubtreeRef:
     findings: list[Finding] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)
 class KhoFdt:
     """A decoded root KHO FDT."""
 

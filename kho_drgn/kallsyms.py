@@ -61,7 +61,7 @@ class KallsymsError(Exception):
     the caller uses drgn's index instead."""
 
 
-@dataclass
+@dataclass(eq=False)
 class KallsymsTables:
     """The tables as read from the target (addresses from VMCOREINFO)."""
 
@@ -256,7 +256,7 @@ def _entry_bytes(seq: tuple[int, ...]) -> bytes:
     return bytes([(length & 0x7F) | 0x80, length >> 7, *seq])
 
 
-@dataclass
+@dataclass(eq=False)
 class KallsymsLookup:
     """Name -> address through the tables, one ``find`` per candidate."""
 

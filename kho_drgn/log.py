@@ -12,14 +12,14 @@ from dataclasses import dataclass, field
 KHO_LINE_MARKERS = ("KHO: ", "from KHO", "kexec-metadata", "kho_test", "test_kho")
 
 
-@dataclass
+@dataclass(eq=False)
 class LogRecord:
     seq: int
     timestamp_ns: int
     text: str
 
 
-@dataclass
+@dataclass(eq=False)
 class KernelLog:
     """The readable part of the printk ring buffer.
 
@@ -74,7 +74,7 @@ def panic_reason(message: str | None) -> str | None:
     return match["reason"].strip() if match else message
 
 
-@dataclass
+@dataclass(eq=False)
 class LoggedTask:
     """The task and stack the kernel printed when it died (``dump_stack``)."""
 

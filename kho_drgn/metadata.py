@@ -22,7 +22,7 @@ from kho_drgn.findings import Finding, error, warning
 ByteOrder = Literal["little", "big"]
 
 
-@dataclass
+@dataclass(eq=False)
 class KexecMetadata:
     """A decoded ``kexec-metadata`` blob.
 

@@ -37,7 +37,7 @@ if TYPE_CHECKING:
 SCHEMA = "kho-drgn/report/1"
 
 
-@dataclass
+@dataclass(eq=False)
 class TargetInfo:
     """What was analysed."""
 
@@ -46,7 +46,7 @@ class TargetInfo:
     symbols: SymbolSource
 
 
-@dataclass
+@dataclass(eq=False)
 class KhoReport:
     target: TargetInfo
     state: KhoState

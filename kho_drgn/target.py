@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from drgn import (
     FaultError,
@@ -38,14 +38,11 @@ from kho_drgn.abi import (
 from kho_drgn.errors import TARGET_ERRORS
 from kho_drgn.fdt import FdtError, fdt_header_totalsize
 from kho_drgn.findings import Finding, error, memory_missing, warning
-from kho_drgn.kallsyms import (
-    KallsymsError,
-    KallsymsLookup,
-    kallsyms_lookup,
-    read_kallsyms_tables,
-)
 from kho_drgn.metadata import decode_c_string
 from kho_drgn.vmcoreinfo import VmcoreInfo, read_vmcoreinfo
+
+if TYPE_CHECKING:
+    from kho_drgn.kallsyms import KallsymsLookup
 
 __all__ = (
     "KHO_FUNCTIONS",
@@ -97,7 +94,7 @@ class SymbolSource(str, enum.Enum):
         return self.value
 
 
-@dataclass
+@dataclass(eq=False)
 class KhoTarget:
     """What kho-drgn needs to know about one Program, worked out once.
 
@@ -175,6 +172,9 @@ KALLSYMS_MISSING = "missing"
 
 def _load_kallsyms_lookup(prog: Program, target: KhoTarget) -> KallsymsLookup | None:
     """kho-drgn's own reader of the kallsyms tables, if it checks out."""
+    # Imported here: only a target without DWARF needs it.
+    from kho_drgn.kallsyms import kallsyms_lookup, read_kallsyms_tables
+
     info = target.vmcoreinfo
     if info is None or target.live:
         return None  # a live kernel's /proc/kallsyms goes through drgn
@@ -275,6 +275,8 @@ def symbol_address(prog: Program, name: str) -> int | None:
     if target.symbols is SymbolSource.KALLSYMS:
         fast = target.fast_kallsyms(prog)
         if fast is not None:
+            from kho_drgn.kallsyms import KallsymsError
+
             try:
                 return fast.address(name)
             except KallsymsError:
@@ -340,7 +342,7 @@ def kho_enabled(prog: Program) -> bool | None:
         return None
 
 
-@dataclass
+@dataclass(eq=False)
 class KhoIn:
     """What the running kernel recorded about the handover it received.
 
@@ -644,7 +646,7 @@ def kexec_metadata_layout(prog: Program) -> MetadataLayout:
 MAX_SCRATCH_AREAS = 1024
 
 
-@dataclass
+@dataclass(eq=False)
 class ScratchArea:
     """One ``struct kho_scratch``: memory the next kernel may boot from."""
 
@@ -652,7 +654,7 @@ class ScratchArea:
     size: int
 
 
-@dataclass
+@dataclass(eq=False)
 class Scratch:
     """The scratch areas: the array ``kho_scratch`` points to, and its count.
 

@@ -14,7 +14,7 @@ from drgn import Program
 from kho_drgn.errors import TARGET_ERRORS
 
 
-@dataclass
+@dataclass(eq=False)
 class VmcoreInfo:
     """Parsed ``KEY=value`` lines of VMCOREINFO."""
 
