@@ -204,10 +204,13 @@ def _taint(prog: Program, ctx: CrashContext, dwarf: bool) -> None:
         ctx.unavailable["taint"] = str(e)
         return
     letters = TAINT_LETTERS
-    if dwarf:
-        # The kernel's own table knows flags newer than ours.
+    if dwarf and ctx.taint_mask:
+        # drgn's helper reads the kernel's own table, which knows flags newer
+        # than ours: a set bit shows its letter at the bit's position.
         with contextlib.suppress(*TARGET_ERRORS):
-            letters = "".join(chr(t.c_true.value_()) for t in prog["taint_flags"])
+            from drgn.helpers.linux.panic import tainted
+
+            letters = tainted(prog)
     ctx.taint = "".join(
         letter for bit, letter in enumerate(letters) if ctx.taint_mask & (1 << bit)
     )

@@ -15,11 +15,9 @@ from kho_drgn import __version__
 from kho_drgn.abi import EraDecision
 from kho_drgn.chain import KexecChain, build_chain, format_chain
 from kho_drgn.checks import check_scratch
-from kho_drgn.crash import CrashContext, crash_context
 from kho_drgn.findings import Finding, most_severe_first, warning
 from kho_drgn.log import KernelLog
 from kho_drgn.metadata import KexecMetadata
-from kho_drgn.preserved import PreservedMemory, preserved_memory
 from kho_drgn.printk import LogUnavailable, kernel_log
 from kho_drgn.state import Handover, KhoState, kho_state
 from kho_drgn.target import (
@@ -32,7 +30,9 @@ from kho_drgn.target import (
 )
 
 if TYPE_CHECKING:
+    from kho_drgn.crash import CrashContext
     from kho_drgn.luo_target import LuoState
+    from kho_drgn.preserved import PreservedMemory
 
 SCHEMA = "kho-drgn/report/1"
 
@@ -102,13 +102,17 @@ def kho_report(
         chain = build_chain(state, None)
     else:
         chain = build_chain(state, log.lines(), log.wrapped)
-    crash = crash_context(prog, log, log_error) if with_crash else None
+    crash = None
+    if with_crash:  # the crash and map modules load only when asked for
+        from kho_drgn.crash import crash_context
 
-    preserved = (
-        {p.direction: p for p in preserved_memory(prog, state, scan_pages)}
-        if with_memory_map
-        else {}
-    )
+        crash = crash_context(prog, log, log_error)
+
+    preserved: dict[str, PreservedMemory] = {}
+    if with_memory_map:
+        from kho_drgn.preserved import preserved_memory
+
+        preserved = {p.direction: p for p in preserved_memory(prog, state, scan_pages)}
     findings = list(state.all_findings()) + chain.findings + check_scratch(state)
     for memory in preserved.values():
         findings.extend(memory.findings)
