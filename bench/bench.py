@@ -26,6 +26,16 @@ sys.path.insert(0, str(REPO / "tests"))
 from fixturedata import decompressed, shared_dir  # noqa: E402
 
 SCRIPT = str(REPO / "contrib" / "kho_chain.py")
+#: The drgn calls a report with DWARF makes on its own: the crashed task's
+#: stack (drgn's first unwind loads the unwind tables) and the printk ring.
+DRGN_WORK = (
+    "from drgn.helpers.linux.printk import get_printk_records\n"
+    "get_printk_records(prog)\n"
+    "try:\n"
+    "    prog.crashed_thread().stack_trace()\n"
+    "except Exception:\n"
+    "    pass\n"
+)
 
 
 @dataclass
@@ -191,7 +201,12 @@ def main() -> int:
         nosym = [*drgn, "-c", core, "--no-default-symbols"]
         runs = {
             "bare drgn -e pass": [*sym, "-e", "pass"],
+            # What the report asks of drgn itself with DWARF: its first unwind
+            # of the crashed task and its printk reader.  kho-drgn's own cost
+            # is what a --json run adds on top of this.
+            "bare drgn: unwind + printk": [*sym, "-e", DRGN_WORK],
             "kho_chain.py --json": [*sym, SCRIPT, "--json"],
+            "kho_chain.py --json --no-crash": [*sym, SCRIPT, "--json", "--no-crash"],
             "kho_chain.py (text)": [*sym, SCRIPT],
             "bare drgn, no symbols": [*nosym, "-e", "pass"],
             "kho_chain.py --json, no debuginfo": [*nosym, SCRIPT, "--json"],
@@ -203,8 +218,21 @@ def main() -> int:
                 if "no" in label and "debuginfo" in label
                 else "bare drgn -e pass"
             )
-            ratio = None if label.startswith("bare") else wall / measured[base][0]
+            ratio = None if label == base else wall / measured[base][0]
             results.append(Result(f"{name}: {label}", wall, rss, base, ratio))
+        # kho-drgn's own cost: the --json run against drgn doing the same
+        # unwind and printk read with nothing else.
+        label, base = "kho_chain.py --json", "bare drgn: unwind + printk"
+        wall, rss = measured[label]
+        results.append(
+            Result(
+                f"{name}: {label} (against drgn's unwind + printk)",
+                wall,
+                rss,
+                base,
+                wall / measured[base][0],
+            )
+        )
         # Without debuginfo kho-drgn must still beat drgn loading DWARF.
         label = "kho_chain.py --json, no debuginfo"
         wall, rss = measured[label]
