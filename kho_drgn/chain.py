@@ -269,7 +269,11 @@ def _without_metadata(state: KhoState, chain: KexecChain, lines: list[str]) -> N
     if state.status is KhoStatus.KEXEC and chain.source is None:
         logged = any(line.lstrip().startswith(FOUND_HANDOVER_LINE) for line in lines)
         chain.source = (
-            "kho_in and the incoming FDT"
+            (
+                "the incoming FDT"
+                if state.kho_in is None
+                else "kho_in and the incoming FDT"
+            )
             + (f", and the boot line {FOUND_HANDOVER_LINE!r}" if logged else "")
             + " (no kexec-metadata before 7.1)"
         )

@@ -13,8 +13,13 @@ Two quirks of 7.2.13 are reported, not tripped over: a kernel booted through
 KHO has no ``out/fdt``, and on a cold boot ``out/fdt`` is registered with the
 FDT's size at init, so subtrees added later leave it truncated.
 
-``read_debugfs_files`` is the finder (file reads, bounded); everything else
-here is pure and works on snapshots (e.g. the fixtures' ``debugfs_base64``).
+``read_debugfs_tree``/``read_debugfs_files`` are the finders (file reads,
+bounded); everything else works on snapshots (e.g. the fixtures'
+``debugfs_base64``).  The files only stand in for target memory: each side
+is decoded by :func:`kho_drgn.handover.decode_handover`, as a dump's
+handover is, into the same :class:`~kho_drgn.handover.Handover`; the chain,
+the JSON (:func:`debugfs_report` then :func:`kho_drgn.report.report_to_dict`)
+and the text (:func:`kho_drgn.render.render_report`) are the dump's.
 """
 
 from __future__ import annotations
@@ -25,24 +30,36 @@ import sys
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Literal
 
-from kho_drgn.abi import FDT_HEADER_SIZE, FDT_MAGIC, KEXEC_METADATA_NODE
-from kho_drgn.chain import KexecChain, build_chain, format_chain
+from kho_drgn.abi import FDT_HEADER_SIZE
+from kho_drgn.chain import KexecChain, build_chain
 from kho_drgn.checks import check_debugfs_blob
-from kho_drgn.fdt import (
-    FdtError,
-    KhoFdt,
-    decode_kho_fdt,
-    fdt_header_totalsize,
-    fdt_invalid,
-)
+from kho_drgn.fdt import FdtError, SubtreeRef, fdt_header_totalsize, fdt_invalid
 from kho_drgn.findings import Finding, error, info, most_severe_first, warning
-from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
+from kho_drgn.handover import FetchBlob, Handover, decode_handover
 from kho_drgn.safefiles import NotRegularFile, file_kind, open_regular
-from kho_drgn.state import Handover, KhoState, KhoStatus
-from kho_drgn.subtrees import SubtreeView, decode_subtree, metadata_view
-from kho_drgn.target import ScratchArea
+from kho_drgn.state import KhoState, KhoStatus, note_predates_metadata
+from kho_drgn.target import Scratch, ScratchArea
+
+if TYPE_CHECKING:
+    from kho_drgn.report import KhoReport
+
+__all__ = (
+    "DEFAULT_ROOT",
+    "DebugfsRootError",
+    "DebugfsState",
+    "DebugfsTree",
+    "DebugfsUnavailable",
+    "debugfs_chain",
+    "debugfs_kho_state",
+    "debugfs_report",
+    "decode_debugfs",
+    "file_blobs",
+    "host_byteorder",
+    "read_debugfs_files",
+    "read_debugfs_tree",
+)
 
 ByteOrder = Literal["little", "big"]
 
@@ -60,37 +77,14 @@ class DebugfsUnavailable(Exception):
 
 
 @dataclass
-class DebugfsHandover:
-    """One direction (``in`` or ``out``) as debugfs shows it."""
-
-    direction: str  # "incoming" or "outgoing"
-    #: The decoded root FDT, when ``fdt`` is present and whole.
-    fdt: KhoFdt | None = None
-    #: Size of the ``fdt`` file, and the size its header declares.
-    fdt_file_size: int | None = None
-    fdt_totalsize: int | None = None
-    subtrees: list[SubtreeView] = field(default_factory=list)
-    #: The ``kexec-metadata`` blob, decoded once (its view is in ``subtrees``).
-    kexec_metadata: KexecMetadata | None = None
-    findings: list[Finding] = field(default_factory=list)
-
-    def subtree(self, name: str) -> SubtreeView | None:
-        return next((s for s in self.subtrees if s.name == name), None)
-
-    @property
-    def metadata(self) -> dict[str, Any] | None:
-        """The decoded kexec-metadata fields, if the blob is there."""
-        view = self.subtree(KEXEC_METADATA_NODE)
-        return None if view is None else view.fields
-
-
-@dataclass
 class DebugfsState:
-    """Everything decoded from one KHO debugfs tree."""
+    """Everything decoded from one KHO debugfs tree: the handovers in the
+    dump's own model (:class:`~kho_drgn.handover.Handover`), the scratch
+    areas, and what is wrong with the tree itself."""
 
     root: str
-    incoming: DebugfsHandover | None
-    outgoing: DebugfsHandover | None
+    incoming: Handover | None
+    outgoing: Handover | None
     scratch: list[ScratchArea] = field(default_factory=list)
     findings: list[Finding] = field(default_factory=list)
 
@@ -102,9 +96,7 @@ class DebugfsState:
         found = list(self.findings)
         for handover in (self.incoming, self.outgoing):
             if handover is not None:
-                found += handover.findings
-                for view in handover.subtrees:
-                    found += view.findings
+                found += handover.all_findings()
         if self.chain is not None:
             found += self.chain.findings
         return most_severe_first(found)
@@ -293,6 +285,11 @@ def decode_debugfs(
                 "debugfs",
             )
         )
+    # As for a dump: a kernel before 7.1 is said once, not one
+    # metadata.absent per root FDT.
+    kho = debugfs_kho_state(state, None)
+    note_predates_metadata(kho)
+    state.findings = kho.findings
     return state
 
 
@@ -308,20 +305,34 @@ def _handover(
     side: str,
     byteorder: ByteOrder,
     unread: set[str] | frozenset[str] = frozenset(),
-) -> DebugfsHandover | None:
-    """One side of the tree; ``unread`` are entries that were there but
-    skipped (not regular files): the side exists, its data is missing."""
+) -> Handover | None:
+    """One side of the tree, fetched from its files and decoded as a dump's
+    handover is; ``unread`` are entries that were there but skipped (not
+    regular files): the side exists, its data is missing."""
     if not any(
         path.startswith(f"{side}/") or path == side for path in (*tree, *unread)
     ):
         return None
     direction = "incoming" if side == "in" else "outgoing"
-    handover = DebugfsHandover(direction)
+    findings: list[Finding] = []
+    prefix = f"{side}/sub_fdts/"
+    blobs: dict[str, bytes] = {}
+    for path in sorted(p for p in tree if p.startswith(prefix)):
+        if len(tree[path]) > MAX_FILE_SIZE:
+            findings.append(
+                warning(
+                    "debugfs.file-too-large",
+                    f"{path} is larger than {MAX_FILE_SIZE} bytes; not decoded",
+                    direction,
+                )
+            )
+        else:
+            blobs[path[len(prefix) :]] = tree[path]
     blob = tree.get(f"{side}/fdt")
     # A skipped fdt entry has its own debugfs.entry-skipped finding.
     if blob is None and f"{side}/fdt" not in unread:
         if side == "out":
-            handover.findings.append(
+            findings.append(
                 info(
                     "debugfs.no-out-fdt",
                     "out/fdt is absent (7.2 registers it only on a cold boot); "
@@ -330,63 +341,66 @@ def _handover(
                 )
             )
         else:
-            handover.findings.append(
-                warning("debugfs.no-in-fdt", "in/fdt is absent", direction)
-            )
-    elif blob is not None:
-        _root_fdt(handover, blob, byteorder)
-    prefix = f"{side}/sub_fdts/"
-    for path in sorted(p for p in tree if p.startswith(prefix)):
-        name = path[len(prefix) :]
-        data = tree[path]
-        if len(data) > MAX_FILE_SIZE:
-            handover.findings.append(
-                warning(
-                    "debugfs.file-too-large",
-                    f"{path} is larger than {MAX_FILE_SIZE} bytes; not decoded",
-                    direction,
-                )
-            )
-            continue
-        if name == KEXEC_METADATA_NODE and data[:4] != FDT_MAGIC.to_bytes(4, "big"):
-            handover.kexec_metadata = decode_kexec_metadata(
-                data, byteorder, blob_size=len(data), where=direction
-            )
-            view = metadata_view(handover.kexec_metadata, len(data), name)
-        else:
-            view = decode_subtree(name, data, byteorder, where=direction)
-        handover.subtrees.append(view)
+            findings.append(warning("debugfs.no-in-fdt", "in/fdt is absent", direction))
+    root, totalsize = None, None
+    if blob is not None:
+        root, totalsize = _root_fdt(blob, direction, findings)
+    handover = decode_handover(
+        direction,
+        root,
+        file_blobs(blobs),
+        byteorder,
+        root_what=f"{direction} fdt file",
+        extra=[SubtreeRef(name, None, len(data)) for name, data in blobs.items()],
+        findings=findings,
+    )
+    handover.fdt_file_size = None if blob is None else len(blob)
+    handover.fdt_totalsize = totalsize
+    for name, data in blobs.items():
         handover.findings += check_debugfs_blob(
-            handover.fdt, handover.direction, name, len(data)
+            handover.fdt, direction, name, len(data)
         )
     return handover
 
 
-def _root_fdt(handover: DebugfsHandover, blob: bytes, byteorder: ByteOrder) -> None:
-    direction = handover.direction
-    handover.fdt_file_size = len(blob)
+def file_blobs(blobs: Mapping[str, bytes]) -> FetchBlob:
+    """Subtree blobs from debugfs ``sub_fdts`` files, by sub-node name (None
+    for a sub-node without a file: debugfs shows what it shows)."""
+
+    def fetch(ref: SubtreeRef, size: int) -> bytes | None:
+        data = blobs.get(ref.name)
+        return None if data is None else data[:size]
+
+    return fetch
+
+
+def _root_fdt(
+    blob: bytes, direction: str, findings: list[Finding]
+) -> tuple[bytes | None, int | None]:
+    """A root ``fdt`` file: (its FDT, the size its header declares).
+
+    The FDT is None when the header is not an FDT's or declares more than
+    the file holds: 7.2 registers ``out/fdt`` with the FDT's size at init,
+    so subtrees added later leave the file truncated.
+    """
     try:
         totalsize = fdt_header_totalsize(blob[:FDT_HEADER_SIZE])
     except FdtError as e:
-        handover.findings.append(fdt_invalid(f"{direction} fdt file", e, direction))
-        return
-    handover.fdt_totalsize = totalsize
-    if totalsize > len(blob):
-        handover.findings.append(
-            warning(
-                "debugfs.fdt-truncated",
-                f"the {direction} fdt file has {len(blob)} bytes but its header "
-                f"says {totalsize}: debugfs registered the FDT with its size at "
-                "init and subtrees added later grew it; decoding the subtrees "
-                "from sub_fdts instead",
-                direction,
-            )
+        findings.append(fdt_invalid(f"{direction} fdt file", e, direction))
+        return None, None
+    if totalsize <= len(blob):
+        return blob[:totalsize], totalsize
+    findings.append(
+        warning(
+            "debugfs.fdt-truncated",
+            f"the {direction} fdt file has {len(blob)} bytes but its header "
+            f"says {totalsize}: debugfs registered the FDT with its size at "
+            "init and subtrees added later grew it; decoding the subtrees "
+            "from sub_fdts instead",
+            direction,
         )
-        return
-    try:
-        handover.fdt = decode_kho_fdt(blob[:totalsize], byteorder, direction)
-    except FdtError as e:
-        handover.findings.append(fdt_invalid(f"{direction} fdt file", e, direction))
+    )
+    return None, totalsize
 
 
 def _hex_lines(data: bytes | None) -> list[int] | None:
@@ -422,32 +436,34 @@ def _scratch(tree: Mapping[str, bytes]) -> tuple[list[ScratchArea], list[Finding
 
 
 def debugfs_kho_state(state: DebugfsState, release: str | None) -> KhoState:
-    """The debugfs tree as the handover model a dump gives (no kho_in, no
-    addresses), so the chain and its checks are the dump's own."""
-    outgoing_md = state.outgoing.kexec_metadata if state.outgoing else None
+    """The debugfs tree as the state a dump gives (no kho_in, no symbols,
+    no addresses of its own), so the chain, its checks, the JSON and the
+    text are the dump's own.
+
+    ``release`` defaults to what the outgoing metadata tells the next kernel
+    (this kernel's release).
+    """
+    outgoing_md = state.outgoing.metadata if state.outgoing else None
     if release is None and outgoing_md is not None and outgoing_md.valid:
-        release = outgoing_md.previous_release  # what this kernel tells the next
+        release = outgoing_md.previous_release
     if state.incoming is not None:
         status = KhoStatus.KEXEC
     elif state.outgoing is not None:
         status = KhoStatus.COLD_BOOT
     else:
         status = KhoStatus.DISABLED
-
-    def handover(h: DebugfsHandover | None) -> Handover | None:
-        if h is None:
-            return None
-        views = [v for v in h.subtrees if v.kind != "kexec-metadata"]
-        return Handover(
-            h.direction, None, fdt=h.fdt, metadata=h.kexec_metadata, views=views
-        )
-
     return KhoState(
         symbols=None,
         release=release,
         status=status,
-        incoming=handover(state.incoming),
-        outgoing=handover(state.outgoing),
+        incoming=state.incoming,
+        outgoing=state.outgoing,
+        scratch=(
+            Scratch(None, len(state.scratch), list(state.scratch))
+            if state.scratch
+            else None
+        ),
+        findings=list(state.findings),
     )
 
 
@@ -460,48 +476,21 @@ def debugfs_chain(state: DebugfsState, release: str | None) -> KexecChain:
     return state.chain
 
 
-def debugfs_chain_line(state: DebugfsState, release: str | None) -> str:
-    """The kexec chain on one line, worded as for a dump (a running kernel),
-    marked ``(!) ...`` when any finding of the tree is an error."""
-    chain = state.chain if state.chain is not None else debugfs_chain(state, release)
-    return format_chain(chain, live=True, findings=state.all_findings())
+def debugfs_report(state: DebugfsState, release: str | None) -> KhoReport:
+    """The tree as a report of the dump's form (no crash context, no maps),
+    for :func:`kho_drgn.report.report_to_dict` and
+    :func:`kho_drgn.render.render_report`; works out the chain again."""
+    from kho_drgn.report import KhoReport, TargetInfo
 
-
-def debugfs_to_dict(state: DebugfsState, release: str | None) -> dict[str, Any]:
-    """JSON form (schema ``kho-drgn/debugfs/1``, see the README)."""
-
-    def handover(h: DebugfsHandover | None) -> dict[str, Any] | None:
-        if h is None:
-            return None
-        return {
-            "fdt_file_size": h.fdt_file_size,
-            "fdt_totalsize": h.fdt_totalsize,
-            "compatible": h.fdt.compatible if h.fdt else None,
-            "preserved_memory_map": h.fdt.memory_map_phys if h.fdt else None,
-            "fdt_subtrees": (
-                [
-                    {"name": s.name, "preserved_data": s.phys, "blob_size": s.size}
-                    for s in h.fdt.subtrees
-                ]
-                if h.fdt
-                else None
-            ),
-            "subtrees": [view.to_dict() for view in h.subtrees],
-        }
-
-    from kho_drgn.report import chain_to_dict
-
-    chain = state.chain if state.chain is not None else debugfs_chain(state, release)
-    return {
-        "schema": "kho-drgn/debugfs/1",
-        "root": state.root,
-        "release": release,
-        "chain": chain_to_dict(chain, debugfs_chain_line(state, release)),
-        "incoming": handover(state.incoming),
-        "outgoing": handover(state.outgoing),
-        "scratch": [{"addr": a.addr, "size": a.size} for a in state.scratch],
-        "findings": [f.to_dict() for f in state.all_findings()],
-    }
+    kho = debugfs_kho_state(state, release)
+    state.chain = build_chain(kho)
+    return KhoReport(
+        target=TargetInfo(kind="debugfs", path=state.root, symbols=None),
+        state=kho,
+        chain=state.chain,
+        crash=None,
+        findings=state.all_findings(),
+    )
 
 
 def host_byteorder() -> ByteOrder:

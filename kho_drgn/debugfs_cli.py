@@ -28,8 +28,7 @@ from kho_drgn.debugfs import (
     DEFAULT_ROOT,
     DebugfsRootError,
     DebugfsUnavailable,
-    debugfs_chain,
-    debugfs_to_dict,
+    debugfs_report,
     decode_debugfs,
     host_byteorder,
     read_debugfs_tree,
@@ -91,14 +90,16 @@ def _main(args: argparse.Namespace) -> int:
     release = args.release
     if release is None and args.root == DEFAULT_ROOT:
         release = os.uname().release
-    debugfs_chain(state, release)  # the chain and its cross-checks, once
+    report = debugfs_report(state, release)  # the chain and its checks, once
     if args.json:
-        sys.stdout.write(json.dumps(debugfs_to_dict(state, release), indent=2) + "\n")
-    else:
-        from kho_drgn.render import render_debugfs
+        from kho_drgn.report import report_to_dict
 
-        sys.stdout.write(render_debugfs(state, release))
-    errors = any(f.severity is Severity.ERROR for f in state.all_findings())
+        sys.stdout.write(json.dumps(report_to_dict(report), indent=2) + "\n")
+    else:
+        from kho_drgn.render import render_report
+
+        sys.stdout.write(render_report(report, subtree_detail=True))
+    errors = any(f.severity is Severity.ERROR for f in report.findings)
     return EXIT_FINDINGS if args.strict and errors else EXIT_OK
 
 

@@ -25,7 +25,6 @@ from kho_drgn.state import Handover, KhoState, KhoStatus, for_each_handover
 from kho_drgn.subtrees import SubtreeView
 
 if TYPE_CHECKING:
-    from kho_drgn.debugfs import DebugfsState
     from kho_drgn.luo import LuoFile, LuoSession, LuoSide
 
 _STATUS_TEXT = {
@@ -89,14 +88,15 @@ def render_fdts(state: KhoState) -> str:
     rows = []
     for h in for_each_handover(state):
         fdt = h.fdt
+        size = fdt.totalsize if fdt else h.fdt_totalsize
         rows.append(
             (
                 h.direction,
                 _hex(h.fdt_phys),
-                fdt.totalsize if fdt else "-",
-                (fdt.compatible or "-") if fdt else "(unreadable)",
+                "-" if size is None else size,
+                _fdt_compatible(h),
                 _hex(fdt.memory_map_phys) if fdt else "-",
-                len(fdt.subtrees) if fdt else "-",
+                len(h.subtrees),
             )
         )
     if not rows:
@@ -114,6 +114,18 @@ def render_fdts(state: KhoState) -> str:
     )
 
 
+def _fdt_compatible(h: Handover) -> str:
+    """The root FDT's compatible, or why there is none."""
+    if h.fdt is not None:
+        return h.fdt.compatible or "-"
+    file_size, declared = h.fdt_file_size, h.fdt_totalsize
+    if file_size is not None and declared is not None and declared > file_size:
+        return f"(file truncated: {file_size} of {declared} bytes)"
+    if h.fdt_phys is None and h.fdt_virt is None and file_size is None:
+        return "(no root FDT)"
+    return "(unreadable)"
+
+
 def _metadata_summary(h: Handover) -> str:
     md = h.metadata
     if md is None:
@@ -127,9 +139,7 @@ def render_subtrees(state: KhoState, detail: bool = False) -> str:
     """One row per subtree with what its blob says; ``detail``: every field."""
     rows = []
     for h in for_each_handover(state):
-        if h.fdt is None:
-            continue
-        for s in h.fdt.subtrees:
+        for s in h.subtrees:
             view = h.view(s.name)
             if s.name == KEXEC_METADATA_NODE:
                 content = _metadata_summary(h)
@@ -240,7 +250,9 @@ def render_scratch(state: KhoState) -> str:
         (i, _hex(a.addr), _hex(a.size), _hex(a.addr + a.size))
         for i, a in enumerate(scratch.areas)
     ]
-    title = f"Scratch areas: {scratch.count} at physical {_hex(scratch.array_phys)}"
+    title = f"Scratch areas: {scratch.count}"
+    if scratch.array_phys is not None:
+        title += f" at physical {_hex(scratch.array_phys)}"
     text = f"{title}{handed}\n" + _table(rows, headers=("#", "start", "size", "end"))
     if scratch.handed_over is not None and kho_in is not None:
         rows = [
@@ -433,29 +445,40 @@ def render_era(state: KhoState) -> str:
     return f"{era.layout.era} (chosen by {_CHOSEN_BY[era.chosen_by]}: {facts})"
 
 
-def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) -> str:
+def render_report(
+    report: KhoReport,
+    view: str = "chain",
+    ranges: bool = False,
+    subtree_detail: bool = False,
+) -> str:
     """The human view of a report.
 
     ``chain`` (default) leads with the chain and summarises everything;
     ``subtrees`` decodes every subtree in full; ``memmap`` shows the
-    preserved-memory maps per order.  ``ranges`` lists preserved ranges.
+    preserved-memory maps per order.  ``ranges`` lists preserved ranges;
+    ``subtree_detail`` adds every subtree in full to the ``chain`` view
+    (kho-debugfs, which has no maps or crash to show).
     """
     state = report.state
     target = report.target
     where = target.path or (
         "live kernel" if target.kind == "live" else "live QEMU guest"
     )
-    symbols = (
-        "DWARF"
-        if target.symbols.value == "dwarf"
-        else "no KHO debug info (kallsyms + ABI layouts)"
-    )
+    kind = target.kind
+    if kind == "debugfs":
+        kind = "debugfs: no kernel memory read"
+    if target.symbols is None:
+        symbols = "none (debugfs files only)"
+    elif target.symbols.value == "dwarf":
+        symbols = "DWARF"
+    else:
+        symbols = "no KHO debug info (kallsyms + ABI layouts)"
     head = [
         f"kexec chain: {_line(report.chain_line)}",
         "",
         _table(
             [
-                ("target", f"{where} ({target.kind})"),
+                ("target", f"{where} ({kind})"),
                 ("release", state.release or "-"),
                 ("symbols", symbols),
                 ("layout", render_era(state)),
@@ -474,7 +497,7 @@ def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) 
     else:
         sections += [
             render_fdts(state),
-            render_subtrees(state),
+            render_subtrees(state, detail=subtree_detail),
             render_metadata(state),
             render_memory(report, ranges=ranges),
             render_scratch(state),
@@ -483,79 +506,6 @@ def render_report(report: KhoReport, view: str = "chain", ranges: bool = False) 
         if report.crash is not None:
             sections.append(render_crash(report.crash))
     return "\n\n".join(s for s in sections if s) + "\n"
-
-
-def render_debugfs(state: DebugfsState, release: str | None) -> str:
-    """The human view of a KHO debugfs tree (``kho-debugfs``)."""
-    from kho_drgn.debugfs import debugfs_chain_line
-
-    head = [
-        f"kexec chain: {_line(debugfs_chain_line(state, release))}",
-        "",
-        _table(
-            [
-                ("source", f"{state.root} (debugfs; no kernel memory read)"),
-                ("release", release or "-"),
-            ],
-            tablefmt="plain",
-        ),
-    ]
-    handovers = [h for h in (state.incoming, state.outgoing) if h is not None]
-    fdt_rows = [
-        (
-            h.direction,
-            "-" if h.fdt_file_size is None else h.fdt_file_size,
-            "-" if h.fdt_totalsize is None else h.fdt_totalsize,
-            (h.fdt.compatible or "-") if h.fdt else "(not decodable)",
-            _hex(h.fdt.memory_map_phys) if h.fdt else "-",
-        )
-        for h in handovers
-    ]
-    sub_rows = [
-        (h.direction, v.name, v.size, v.summary())
-        for h in handovers
-        for v in h.subtrees
-    ]
-    sections = ["\n".join(head), render_findings(state.all_findings())]
-    if fdt_rows:
-        sections.append(
-            "Root FDT files\n"
-            + _table(
-                fdt_rows,
-                headers=(
-                    "direction",
-                    "file size",
-                    "totalsize",
-                    "compatible",
-                    "memory map",
-                ),
-            )
-        )
-    if sub_rows:
-        sections.append(
-            "Subtrees (sub_fdts)\n"
-            + _table(
-                sub_rows,
-                headers=("direction", "name", "size", "content"),
-                maxcolwidths=[None, None, None, 60],
-            )
-        )
-        sections += [
-            render_subtree_view(h.direction, v)
-            for h in handovers
-            for v in h.subtrees
-            if v.fields or v.entries
-        ]
-    if state.scratch:
-        rows = [
-            (i, _hex(a.addr), _hex(a.size), _hex(a.addr + a.size))
-            for i, a in enumerate(state.scratch)
-        ]
-        sections.append(
-            "Scratch areas (out/scratch_phys, out/scratch_len)\n"
-            + _table(rows, headers=("#", "start", "size", "end"))
-        )
-    return "\n\n".join(sections) + "\n"
 
 
 def _luo_side_line(side: LuoSide) -> str:

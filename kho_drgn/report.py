@@ -41,9 +41,11 @@ SCHEMA = "kho-drgn/report/1"
 class TargetInfo:
     """What was analysed."""
 
-    kind: str  # "vmcore", "live" (local /proc/kcore) or "live-remote" (QEMU)
+    #: "vmcore", "live" (local /proc/kcore), "live-remote" (QEMU), or
+    #: "debugfs" (a KHO debugfs tree: no kernel memory, no symbols).
+    kind: str
     path: str | None
-    symbols: SymbolSource
+    symbols: SymbolSource | None
 
 
 @dataclass(eq=False)
@@ -60,7 +62,8 @@ class KhoReport:
 
     @property
     def live(self) -> bool:
-        """True for a running kernel (local or a QEMU guest), not a dump."""
+        """True for a running kernel (local, a QEMU guest, or its debugfs),
+        not a dump."""
         return self.target.kind != "vmcore"
 
     @property
@@ -198,7 +201,8 @@ def handover_to_dict(
     return {
         "fdt_phys": handover.fdt_phys,
         "fdt_virt": handover.fdt_virt,
-        "fdt_size": fdt.totalsize if fdt else None,
+        "fdt_size": fdt.totalsize if fdt else handover.fdt_totalsize,
+        "fdt_file_size": handover.fdt_file_size,
         "compatible": fdt.compatible if fdt else None,
         "abi_known": fdt.abi is not None if fdt else None,
         "preserved_memory_map": fdt.memory_map_phys if fdt else None,
@@ -211,7 +215,7 @@ def handover_to_dict(
                     None if (view := handover.view(s.name)) is None else view.to_dict()
                 ),
             }
-            for s in (fdt.subtrees if fdt else [])
+            for s in handover.subtrees
         ],
         "kexec_metadata": metadata_to_dict(handover.metadata),
         "memory_map": None if memory is None else memory.to_dict(ranges),
@@ -306,6 +310,7 @@ def report_to_dict(report: KhoReport, ranges: bool = False) -> dict[str, Any]:
     """
     state = report.state
     kho_in = state.kho_in
+    symbols = report.target.symbols
     return {
         "schema": SCHEMA,
         "tool": {"name": "kho-drgn", "version": __version__},
@@ -313,7 +318,7 @@ def report_to_dict(report: KhoReport, ranges: bool = False) -> dict[str, Any]:
             "kind": report.target.kind,
             "path": report.target.path,
             "release": state.release,
-            "symbols": report.target.symbols.value,
+            "symbols": None if symbols is None else symbols.value,
             "era": era_to_dict(state.era),
         },
         "kho": {

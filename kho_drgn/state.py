@@ -1,8 +1,10 @@
 """Assembling the KHO state of a target: incoming and outgoing handovers.
 
 ``kho_state(prog)`` is the entry point: it reads ``kho_in``/``kho_out``,
-the root FDTs they point to and the ``kexec-metadata`` blobs, and classifies
-the kernel (KHO not built, disabled, cold boot, booted through KHO).
+the root FDTs they point to and the subtree blobs, and classifies the kernel
+(KHO not built, disabled, cold boot, booted through KHO).  Only the reading
+is here: :func:`kho_drgn.handover.decode_handover` decodes what was read, as
+it does for debugfs files.
 """
 
 from __future__ import annotations
@@ -13,25 +15,16 @@ from dataclasses import dataclass, field
 
 from drgn import FaultError, Program
 
-from kho_drgn.abi import (
-    BLOB_MAX_SIZE,
-    FDT_HEADER_SIZE,
-    KEXEC_METADATA_NODE,
-    ROOT_FDT_MAX_SIZE,
-    EraDecision,
-)
-from kho_drgn.fdt import (
-    FdtError,
-    KhoFdt,
-    SubtreeRef,
-    decode_kho_fdt,
-    fdt_header_totalsize,
-    fdt_invalid,
-    subtree_broken,
-)
+from kho_drgn.abi import KEXEC_METADATA_NODE, ROOT_FDT_MAX_SIZE, EraDecision
+from kho_drgn.fdt import FdtError, SubtreeRef, fdt_invalid
 from kho_drgn.findings import Finding, error, info, memory_missing, warning
-from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
-from kho_drgn.subtrees import SubtreeView, decode_subtree
+from kho_drgn.handover import (
+    METADATA_ABSENT,
+    BlobMissing,
+    FetchBlob,
+    Handover,
+    decode_handover,
+)
 from kho_drgn.target import (
     MAX_SCRATCH_AREAS,
     KhoIn,
@@ -58,11 +51,22 @@ from kho_drgn.target import (
     virt_to_phys_or_none,
 )
 
+__all__ = (
+    "KHO_IN_UNREADABLE",
+    "PREDATES_METADATA",
+    "Handover",
+    "KhoState",
+    "KhoStatus",
+    "for_each_handover",
+    "kho_state",
+    "memory_blobs",
+    "note_predates_metadata",
+    "predates_metadata",
+    "read_handover",
+)
+
 #: Finding code: ``kho_in`` is not in the target though ``kho_out`` is.
 KHO_IN_UNREADABLE = "kho.kho-in-unreadable"
-
-#: A kexec-metadata blob larger than a page is damage: read no more than this.
-METADATA_READ_LIMIT = 4096
 
 
 class KhoStatus(str, enum.Enum):
@@ -76,35 +80,6 @@ class KhoStatus(str, enum.Enum):
 
     def __str__(self) -> str:
         return self.value
-
-
-@dataclass
-class Handover:
-    """One direction of handover: a root FDT, its subtrees and metadata."""
-
-    direction: str  # "incoming" or "outgoing"
-    fdt_phys: int | None
-    fdt_virt: int | None = None
-    fdt: KhoFdt | None = None
-    metadata: KexecMetadata | None = None
-    #: Every other subtree's blob, decoded (kexec-metadata is ``metadata``).
-    views: list[SubtreeView] = field(default_factory=list)
-    findings: list[Finding] = field(default_factory=list)
-
-    def all_findings(self) -> Iterator[Finding]:
-        yield from self.findings
-        if self.fdt is not None:
-            yield from self.fdt.findings
-            for subtree in self.fdt.subtrees:
-                yield from subtree.findings
-        if self.metadata is not None:
-            yield from self.metadata.findings
-        for view in self.views:
-            yield from view.findings
-
-    def view(self, name: str) -> SubtreeView | None:
-        """The decoded subtree called ``name``, if it was read."""
-        return next((v for v in self.views if v.name == name), None)
 
 
 @dataclass
@@ -143,159 +118,52 @@ def for_each_handover(state: KhoState) -> Iterator[Handover]:
             yield handover
 
 
-def read_kexec_metadata(
-    prog: Program, subtree: SubtreeRef, where: str, findings: list[Finding]
-) -> KexecMetadata | None:
-    """Read and decode a ``kexec-metadata`` blob from physical memory.
-
-    Returns None (with a finding added to ``findings``) when the blob cannot
-    be read.
-    """
-    if subtree.phys is None or subtree.size is None:
-        return None
-    size = subtree.size
-    if size > METADATA_READ_LIMIT:
-        findings.append(
-            error(
-                "metadata.size-implausible",
-                f"kexec-metadata blob-size {size} is larger than a page; "
-                f"reading only the first {METADATA_READ_LIMIT} bytes",
-                where,
-            )
-        )
-    try:
-        blob = read_phys(prog, subtree.phys, min(size, METADATA_READ_LIMIT))
-    except FaultError:
-        findings.append(
-            memory_missing(
-                f"kexec-metadata blob at physical {subtree.phys:#x} "
-                f"({size} bytes) is not in the dump",
-                where,
-            )
-        )
-        return None
-    return decode_kexec_metadata(
-        blob,
-        target_byteorder(prog),
-        kexec_metadata_layout(prog),
-        blob_size=size,
-        where=where,
-    )
-
-
 def read_handover(
     prog: Program, direction: str, address: int, physical: bool
 ) -> Handover:
-    """Read a root KHO FDT at ``address`` and decode what hangs off it."""
-    if physical:
-        handover = Handover(direction, fdt_phys=address)
-    else:
-        handover = Handover(
-            direction, fdt_phys=virt_to_phys_or_none(prog, address), fdt_virt=address
-        )
+    """Read a root KHO FDT at ``address`` and what hangs off it in physical
+    memory, and decode them (:func:`kho_drgn.handover.decode_handover`)."""
     where = f"{'physical' if physical else 'virtual'} {address:#x}"
+    root_what = f"{direction} root FDT at {where}"
+    findings: list[Finding] = []
+    root = None
     try:
-        blob = read_fdt(prog, address, physical, ROOT_FDT_MAX_SIZE)
-        handover.fdt = decode_kho_fdt(blob, target_byteorder(prog), direction)
+        root = read_fdt(prog, address, physical, ROOT_FDT_MAX_SIZE)
     except FaultError:
-        handover.findings.append(
-            memory_missing(
-                f"{direction} root FDT at {where} is not in the dump",
-                direction,
-            )
-        )
-        return handover
+        findings.append(memory_missing(f"{root_what} is not in the dump", direction))
     except FdtError as e:
-        handover.findings.append(
-            fdt_invalid(f"{direction} root FDT at {where}", e, direction)
-        )
-        return handover
-
-    for subtree in handover.fdt.subtrees:
-        if subtree.size is None and subtree.phys is not None and not subtree.findings:
-            subtree.size = _sub_fdt_size(prog, subtree, direction, handover.findings)
-        if subtree.size is not None and subtree.size > BLOB_MAX_SIZE:
-            handover.findings.append(
-                warning(
-                    "fdt.blob-size-implausible",
-                    f"sub-node {subtree.name!r} declares blob-size {subtree.size}",
-                    direction,
-                )
-            )
-    metadata_ref = handover.fdt.subtree(KEXEC_METADATA_NODE)
-    if metadata_ref is None:
-        handover.findings.append(
-            warning(
-                "metadata.absent",
-                f"{direction} FDT has no {KEXEC_METADATA_NODE!r} subtree "
-                "(kernel older than 7.1, or the metadata was not added)",
-                direction,
-            )
-        )
-    else:
-        handover.metadata = read_kexec_metadata(
-            prog, metadata_ref, direction, handover.findings
-        )
-    handover.views = [
-        view
-        for ref in handover.fdt.subtrees
-        if ref.name != KEXEC_METADATA_NODE
-        and (view := read_subtree_view(prog, ref, direction, handover.findings))
-        is not None
-    ]
-    return handover
-
-
-def read_subtree_view(
-    prog: Program, subtree: SubtreeRef, where: str, findings: list[Finding]
-) -> SubtreeView | None:
-    """Read a subtree's blob from physical memory and decode it.
-
-    Pointers inside the blob (kho_test's folio list, LUO's sessions) are
-    followed in physical memory, bounded.  None (with a finding added to
-    ``findings``) when the blob is not in the target.
-    """
-    if subtree.phys is None or subtree.size is None:
-        return None
-    size = min(subtree.size, BLOB_MAX_SIZE)
-    try:
-        blob = read_phys(prog, subtree.phys, size)
-    except FaultError:
-        findings.append(
-            memory_missing(
-                f"sub-node {subtree.name!r}: its data at physical "
-                f"{subtree.phys:#x} ({size} bytes) is not in the dump",
-                where,
-            )
-        )
-        return None
-    return decode_subtree(
-        subtree.name,
-        blob,
+        findings.append(fdt_invalid(root_what, e, direction))
+    return decode_handover(
+        direction,
+        root,
+        memory_blobs(prog),
         target_byteorder(prog),
-        read_phys=lambda address, length: read_phys(prog, address, length),
+        metadata_layout=kexec_metadata_layout(prog),
+        read_phys=lambda addr, length: read_phys(prog, addr, length),
         missing=(FaultError,),
-        where=where,
+        root_what=root_what,
+        fdt_phys=address if physical else virt_to_phys_or_none(prog, address),
+        fdt_virt=None if physical else address,
+        findings=findings,
     )
 
 
-def _sub_fdt_size(
-    prog: Program, subtree: SubtreeRef, where: str, findings: list[Finding]
-) -> int | None:
-    """Size of a subtree that is always an FDT (kho-v1), from its header."""
-    assert subtree.phys is not None
-    try:
-        return fdt_header_totalsize(read_phys(prog, subtree.phys, FDT_HEADER_SIZE))
-    except FaultError:
-        problem = "is not in the dump"
-    except FdtError as e:
-        problem = f"is not an FDT ({e})"
-    findings.append(
-        subtree_broken(
-            subtree.name, f"data at physical {subtree.phys:#x} {problem}", where
-        )
-    )
-    return None
+def memory_blobs(prog: Program) -> FetchBlob:
+    """Subtree blobs from the target's physical memory, at each sub-node's
+    ``preserved-data`` (None when the FDT gives no address: its finding says
+    so)."""
+
+    def fetch(ref: SubtreeRef, size: int) -> bytes | None:
+        if ref.phys is None:
+            return None
+        try:
+            return read_phys(prog, ref.phys, size)
+        except FaultError:
+            raise BlobMissing(
+                f"at physical {ref.phys:#x} ({size} bytes) is not in the dump"
+            ) from None
+
+    return fetch
 
 
 def kho_state(prog: Program) -> KhoState:
@@ -378,7 +246,7 @@ def kho_state(prog: Program) -> KhoState:
     else:
         state.status = KhoStatus.KEXEC if state.incoming else KhoStatus.COLD_BOOT
     state.findings.extend(_not_finalized(state, finalized))
-    _note_predates_metadata(state)
+    note_predates_metadata(state)
     state.scratch = read_scratch(prog)
     if state.status is KhoStatus.KEXEC:
         _read_handed_over_scratch(prog, state)
@@ -411,17 +279,14 @@ def predates_metadata(state: KhoState) -> bool:
     boot-time copy, or a handover is ``kho-v1`` (6.16..7.0), and no handover
     carries a ``kexec-metadata`` subtree."""
     handovers = list(for_each_handover(state))
-    if any(
-        h.fdt is not None and h.fdt.subtree(KEXEC_METADATA_NODE) is not None
-        for h in handovers
-    ):
+    if any(h.subtree(KEXEC_METADATA_NODE) is not None for h in handovers):
         return False
     old_kho_in = state.kho_in is not None and not state.kho_in.has_metadata_copy
     kho_v1 = any(h.fdt is not None and h.fdt.compatible == "kho-v1" for h in handovers)
     return old_kho_in or kho_v1
 
 
-def _note_predates_metadata(state: KhoState) -> None:
+def note_predates_metadata(state: KhoState) -> None:
     """Say once that the kernel predates kexec-metadata, instead of one
     ``metadata.absent`` warning per handover."""
     if state.status not in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
@@ -429,9 +294,7 @@ def _note_predates_metadata(state: KhoState) -> None:
     if not predates_metadata(state):
         return
     for handover in for_each_handover(state):
-        handover.findings = [
-            f for f in handover.findings if f.code != "metadata.absent"
-        ]
+        handover.findings = [f for f in handover.findings if f.code != METADATA_ABSENT]
     state.findings.append(
         info(
             PREDATES_METADATA,

@@ -13,15 +13,27 @@ import pytest
 from fixturedata import DUMPS, Truth, load_truth
 
 from kho_drgn.debugfs import (
+    DebugfsState,
     DebugfsUnavailable,
     debugfs_chain,
-    debugfs_chain_line,
-    debugfs_to_dict,
+    debugfs_report,
     decode_debugfs,
     read_debugfs_files,
 )
+from kho_drgn.report import SCHEMA, report_to_dict
 
 SNAPSHOTS = [name for name in DUMPS if name != "kdump"]
+
+
+def as_json(state: DebugfsState, release: str | None) -> dict[str, Any]:
+    """kho-debugfs's JSON: the report form, as for a dump."""
+    data = report_to_dict(debugfs_report(state, release))
+    json.dumps(data)  # JSON-ready
+    return data
+
+
+def chain_line(state: DebugfsState, release: str | None) -> str:
+    return debugfs_report(state, release).chain_line
 
 
 def write_tree(truth: Truth, root: Path) -> Path:
@@ -58,20 +70,22 @@ def test_snapshot_decodes_like_the_truth(snapshot: tuple[Truth, Path]) -> None:
             read_debugfs_files(root)
         return
     state = decode_debugfs(read_debugfs_files(root), "little", str(root))
-    report = debugfs_to_dict(state, truth.release)
+    report = as_json(state, truth.release)
+    assert report["schema"] == SCHEMA and report["target"]["kind"] == "debugfs"
     codes = {f["code"] for f in report["findings"]}
     assert not [f for f in report["findings"] if f["severity"] == "error"]
     for side, expected in (("incoming", truth.incoming), ("outgoing", truth.outgoing)):
-        got = report[side]
+        got = report["kho"][side]
         if expected is None:
             assert got is None
             continue
-        views = {v["name"]: v for v in got["subtrees"]}
-        assert set(views) == set(expected.subtrees)
-        md = views["kexec-metadata"]["fields"]
-        for key in ("version", "previous_release", "kexec_count"):
+        subtrees = {s["name"]: s for s in got["subtrees"]}
+        assert set(subtrees) == set(expected.subtrees)
+        views = {n: s["decoded"] for n, s in subtrees.items() if s["decoded"]}
+        md = got["kexec_metadata"]
+        for key in ("version", "previous_release", "kexec_count", "blob_size"):
             assert md[key] == expected.metadata[key], key
-        assert views["kexec-metadata"]["size"] == expected.metadata["blob_size"]
+        assert subtrees["kexec-metadata"]["blob_size"] == expected.metadata["blob_size"]
         if "memblock" in views:
             assert views["memblock"]["kind"] == "memblock"
             assert [e["name"] for e in views["memblock"]["entries"]] == ["khotest"]
@@ -82,26 +96,32 @@ def test_snapshot_decodes_like_the_truth(snapshot: tuple[Truth, Path]) -> None:
     if truth.outgoing is None:
         assert "debugfs.empty" in codes
         return
-    assert report["scratch"] and all(a["addr"] for a in report["scratch"])
+    scratch = report["kho"]["scratch"]
+    assert scratch["areas"] and all(a["addr"] for a in scratch["areas"])
+    assert scratch["count"] == len(scratch["areas"])
     if truth.incoming is not None:
         # 7.2.13 quirk: a KHO-booted kernel has no out/fdt.
         assert "debugfs.no-out-fdt" in codes
-        assert report["incoming"]["compatible"] == "kho-v4"
-        fdt_names = {s["name"] for s in report["incoming"]["fdt_subtrees"]}
-        assert fdt_names == set(truth.incoming.subtrees)
+        assert report["kho"]["outgoing"]["fdt_file_size"] is None
+        incoming = report["kho"]["incoming"]
+        assert incoming["compatible"] == "kho-v4"
+        assert incoming["fdt_size"] == incoming["fdt_file_size"]
+        for sub in incoming["subtrees"]:  # named by the FDT: its addresses
+            assert sub == {**sub, **truth.incoming.subtrees[sub["name"]]}
     else:
         # 7.2.13 quirk: a cold boot's out/fdt is cut at its size at init.
         assert "debugfs.fdt-truncated" in codes
-        out = report["outgoing"]
-        assert out["fdt_file_size"] < out["fdt_totalsize"]
+        out = report["kho"]["outgoing"]
+        assert out["fdt_file_size"] < out["fdt_size"]
         assert out["compatible"] is None
+        assert {s["preserved_data"] for s in out["subtrees"]} == {None}
 
 
 @pytest.mark.fixtures
 def test_chain_line_matches_the_dump(snapshot: tuple[Truth, Path]) -> None:
     truth, root = snapshot
     state = decode_debugfs(truth.debugfs, "little", str(root))
-    line = debugfs_chain_line(state, truth.release)
+    line = chain_line(state, truth.release)
     if truth.name == "chain-aab":
         assert line == (
             "cold boot -> (1 kexec) -> 7.2.13-kho-a -> 7.2.13-kho-b "
@@ -122,8 +142,8 @@ def test_debugfs_chain_is_the_dumps_chain(snapshot: tuple[Truth, Path]) -> None:
     truth, root = snapshot
     state = decode_debugfs(truth.debugfs, "little", str(root))
     chain = debugfs_chain(state, truth.release)
-    data = debugfs_to_dict(state, truth.release)
-    assert data["chain"]["line"] == debugfs_chain_line(state, truth.release)
+    data = as_json(state, truth.release)
+    assert data["chain"]["line"] == chain_line(state, truth.release)
     assert data["chain"]["kexec_count"] == chain.kexec_count
     if truth.name == "chain-aab":
         assert (chain.previous_release, chain.kexec_count) == ("7.2.13-kho-a", 2)
@@ -156,7 +176,7 @@ def test_debugfs_cross_checks_are_the_dumps() -> None:
     chain = debugfs_chain(state, "b")
     assert (chain.previous_release, chain.kexec_count) == ("a", 2)
     assert "check.outgoing-count" in {f.code for f in state.all_findings()}
-    assert "cross-check" in debugfs_chain_line(state, "b")
+    assert "cross-check" in chain_line(state, "b")
 
 
 @pytest.mark.fixtures
@@ -168,10 +188,11 @@ def test_cli_text_and_json(snapshot: tuple[Truth, Path]) -> None:
         return
     assert text.returncode == 0 and "Traceback" not in text.stderr, text.stderr
     assert text.stdout.startswith("kexec chain: ")
-    as_json = kho_debugfs("--root", str(root), "--json")
-    assert as_json.returncode == 0, as_json.stderr
-    data: dict[str, Any] = json.loads(as_json.stdout)
-    assert data["schema"] == "kho-drgn/debugfs/1"
+    printed = kho_debugfs("--root", str(root), "--json")
+    assert printed.returncode == 0, printed.stderr
+    data: dict[str, Any] = json.loads(printed.stdout)
+    assert data["schema"] == SCHEMA
+    assert data["target"]["kind"] == "debugfs"
 
 
 def test_missing_root_is_a_clear_error(tmp_path: Path) -> None:
@@ -207,12 +228,14 @@ def test_damaged_files_are_findings_not_crashes() -> None:
     assert "debugfs.scratch-mismatch" in codes
     assert "debugfs.no-out-fdt" in codes
     assert state.incoming is not None
-    assert {v.name for v in state.incoming.subtrees} == {"kexec-metadata", "memblock"}
+    assert {s.name for s in state.incoming.subtrees} == {"kexec-metadata", "memblock"}
+    assert [v.name for v in state.incoming.views] == ["memblock"]
+    assert state.incoming.metadata is not None and not state.incoming.metadata.valid
     # Worded as for a dump: the incoming metadata is unreadable.
-    assert debugfs_chain_line(state, "x").startswith(
+    assert chain_line(state, "x").startswith(
         "? -> (unknown previous kernel) -> x [running, kexec #?]"
     )
-    json.dumps(debugfs_to_dict(state, None))  # JSON-ready
+    as_json(state, None)
 
 
 def test_empty_tree() -> None:
@@ -258,7 +281,7 @@ def test_only_regular_files_are_read(tmp_path: Path) -> None:
     skipped = [f for f in state.all_findings() if f.code == "debugfs.entry-skipped"]
     assert len(skipped) == len(tree.skipped)
     assert all(f.severity.value == "error" for f in skipped)
-    assert " (!) " in debugfs_chain_line(state, "x")
+    assert " (!) " in chain_line(state, "x")
 
 
 def test_hostile_tree_cli(tmp_path: Path) -> None:
@@ -271,7 +294,7 @@ def test_hostile_tree_cli(tmp_path: Path) -> None:
     assert "evil\\x1b]0;pwn\\a\\r" in proc.stdout
     assert kho_debugfs("--root", str(root), "--strict").returncode == 1
     data = json.loads(kho_debugfs("--root", str(root), "--json").stdout)
-    names = {v["name"] for v in data["incoming"]["subtrees"]}
+    names = {s["name"] for s in data["kho"]["incoming"]["subtrees"]}
     assert names == {"evil\x1b]0;pwn\x07\r"}  # JSON keeps the exact name
 
 
@@ -327,4 +350,4 @@ def test_tree_of_only_special_files_is_not_called_disabled(tmp_path: Path) -> No
     codes = [f.code for f in state.all_findings()]
     assert codes == ["debugfs.entry-skipped", "debugfs.entry-skipped"]
     assert state.incoming is not None and state.outgoing is not None
-    assert "KHO disabled" not in debugfs_chain_line(state, "x")
+    assert "KHO disabled" not in chain_line(state, "x")

@@ -123,7 +123,7 @@ def _pre_71_state(finalized: bool) -> object:
         KhoState,
         KhoStatus,
         _not_finalized,
-        _note_predates_metadata,
+        note_predates_metadata,
     )
     from kho_drgn.target import KhoIn, SymbolSource
 
@@ -139,7 +139,7 @@ def _pre_71_state(finalized: bool) -> object:
         state.outgoing = Handover("outgoing", 0x1293000, fdt=decode_kho_fdt(v1))
         state.outgoing.findings.append(absent)
     state.findings += _not_finalized(state, finalized)
-    _note_predates_metadata(state)
+    note_predates_metadata(state)
     return state
 
 

@@ -206,22 +206,39 @@ def test_luo_damaged_blocks(case: str, debug: str) -> None:
 def test_debugfs_snapshots_of_the_other_eras(name: str) -> None:
     """kho-debugfs on the guests' own debugfs copies: the LUO blobs (the
     incoming one reused, not shown), 6.18's kho-v1 sub-FDTs and scratch."""
-    from kho_drgn.debugfs import debugfs_to_dict, decode_debugfs
+    from kho_drgn.debugfs import debugfs_report, decode_debugfs
+    from kho_drgn.report import report_to_dict
 
     truth = load_truth(name)
-    report = debugfs_to_dict(decode_debugfs(truth.debugfs), truth.release)
+    state = decode_debugfs(truth.debugfs)
+    report = report_to_dict(debugfs_report(state, truth.release))
     assert not [f for f in report["findings"] if f["severity"] == "error"]
-    assert report["scratch"]
+    assert report["kho"]["scratch"]["areas"]
+
+    def views(side: str) -> dict[str, Any]:
+        subtrees = report["kho"][side]["subtrees"]
+        return {s["name"]: s["decoded"] for s in subtrees if s["decoded"]}
+
     if name == "luo-in":
-        views = {v["name"]: v for v in report["incoming"]["subtrees"]}
-        assert views["LUO"]["kind"] == "luo"
-        assert views["LUO"]["fields"] == {"blob": "reused"}
-        out = {v["name"]: v for v in report["outgoing"]["subtrees"]}["LUO"]
+        assert views("incoming")["LUO"]["kind"] == "luo"
+        assert views("incoming")["LUO"]["fields"] == {"blob": "reused"}
+        out = views("outgoing")["LUO"]
         assert (out["compatible"], out["fields"]["liveupdate_num"]) == ("luo-v5", 2)
     else:
-        out = {v["name"]: v for v in report["outgoing"]["subtrees"]}
+        out = views("outgoing")
         assert out["kho_test"]["fields"]["nr_folios"] == 14
         assert out["memblock"]["entries"][0]["name"] == "khotest"
+        # 6.18 (kho-v1): sub-FDTs sized by their headers, as in a dump, and
+        # the kernel said once to predate kexec-metadata.
+        sizes = {
+            s["name"]: s["blob_size"] for s in report["kho"]["incoming"]["subtrees"]
+        }
+        assert sizes == {"memblock": 210}
+        codes = [f["code"] for f in report["findings"]]
+        assert codes.count("metadata.predates") == 1
+        assert "metadata.absent" not in codes
+        assert report["chain"]["predates_metadata"] is True
+        assert report["chain"]["kho_kexec"] is True
 
 
 @pytest.mark.parametrize("name", ["luo-in", "chain-ab"])

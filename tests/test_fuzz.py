@@ -51,7 +51,7 @@ from kho_drgn.abi import (
     MetadataLayout,
 )
 from kho_drgn.chain import build_chain, find_boot_line, format_chain
-from kho_drgn.debugfs import debugfs_to_dict, decode_debugfs
+from kho_drgn.debugfs import debugfs_report, decode_debugfs
 from kho_drgn.fdt import (
     FdtError,
     decode_kho_fdt,
@@ -83,8 +83,9 @@ from kho_drgn.memmap import (
 )
 from kho_drgn.metadata import decode_c_string, decode_kexec_metadata
 from kho_drgn.printk import LogUnavailable, kernel_log
-from kho_drgn.render import render_debugfs
+from kho_drgn.render import render_report
 from kho_drgn.render import render_subtree_view as render_view
+from kho_drgn.report import report_to_dict
 from kho_drgn.state import Handover, KhoState, KhoStatus, read_handover
 from kho_drgn.subtrees import decode_subtree
 from kho_drgn.target import KhoIn, SymbolSource, decode_scratch_array
@@ -1301,8 +1302,9 @@ def _debugfs(args: tuple[dict[str, bytes], ByteOrder]) -> None:
     files, byteorder = args
     state = decode_debugfs(files, byteorder)
     check_findings(state.all_findings())
-    json.dumps(debugfs_to_dict(state, None))
-    render_debugfs(state, None).encode("utf-8")
+    report = debugfs_report(state, None)
+    json.dumps(report_to_dict(report))
+    render_report(report, subtree_detail=True).encode("utf-8")
 
 
 # --------------------------------------------------------------------------

@@ -34,13 +34,13 @@ from hypothesis import strategies as st
 
 from kho_drgn.chain import build_chain
 from kho_drgn.crash import CrashContext, TaskInfo
-from kho_drgn.debugfs import debugfs_to_dict, decode_debugfs, read_debugfs_tree
+from kho_drgn.debugfs import debugfs_report, decode_debugfs, read_debugfs_tree
 from kho_drgn.escape import escape_bytes, escape_text
 from kho_drgn.fdt import FdtNode, KhoFdt, SubtreeRef
 from kho_drgn.findings import warning
 from kho_drgn.log import LogRecord
 from kho_drgn.metadata import KexecMetadata, decode_c_string
-from kho_drgn.render import render_debugfs, render_report
+from kho_drgn.render import render_report
 from kho_drgn.report import KhoReport, TargetInfo, report_to_dict
 from kho_drgn.state import Handover, KhoState, KhoStatus
 from kho_drgn.subtrees import SubtreeView
@@ -254,9 +254,9 @@ def _debugfs(args: tuple[dict[str, bytes], dict[str, str], str, str]) -> None:
     blobs, skipped, root, release = args
     files = {f"in/sub_fdts/{name}": data for name, data in blobs.items()}
     files.update({f"out/sub_fdts/{name}": data for name, data in blobs.items()})
-    state = decode_debugfs(files, "little", root, skipped)
-    assert_clean(render_debugfs(state, release))
-    json.dumps(debugfs_to_dict(state, release))
+    report = debugfs_report(decode_debugfs(files, "little", root, skipped), release)
+    assert_clean(render_report(report, subtree_detail=True))
+    json.dumps(report_to_dict(report))
 
 
 #: File names the file system takes: no "/" or NUL, not "." or "..".
@@ -307,7 +307,7 @@ def _debugfs_tree(entries: list[tuple[str, bytes, str, bytes]]) -> None:
         state = decode_debugfs(tree.files, "little", str(root), tree.skipped)
         codes = [f.code for f in state.all_findings()]
         assert codes.count("debugfs.entry-skipped") == len(tree.skipped)
-        assert_clean(render_debugfs(state, None))
+        assert_clean(render_report(debugfs_report(state, None), subtree_detail=True))
 
 
 # --------------------------------------------------------------------------

@@ -134,7 +134,8 @@ def analyse(
         return record
     record.update(status="ok", error=None, report=report_to_dict(report))
     record["crash_bucket"] = bucket_of(record["report"])
-    if report.target.symbols.value != "dwarf" and vmlinux is not None:
+    symbols = report.target.symbols
+    if (symbols is None or symbols.value != "dwarf") and vmlinux is not None:
         record["vmlinux_error"] = record.get("vmlinux_error") or _not_used(
             vmlinux, build_id
         )
