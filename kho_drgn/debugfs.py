@@ -76,7 +76,7 @@ class DebugfsUnavailable(Exception):
     """The debugfs directory cannot be read at all; the message says why."""
 
 
-@dataclass
+@dataclass(eq=False)
 class DebugfsState:
     """Everything decoded from one KHO debugfs tree: the handovers in the
     dump's own model (:class:`~kho_drgn.handover.Handover`), the scratch
@@ -102,7 +102,7 @@ class DebugfsState:
         return most_severe_first(found)
 
 
-@dataclass
+@dataclass(eq=False)
 class DebugfsTree:
     """The files read under a KHO debugfs root, and the entries skipped.
 

@@ -181,7 +181,7 @@ def subtree_broken(name: str, problem: str, where: str) -> Finding:
     return error("fdt.subtree-broken", f"sub-node {name!r}: {problem}", where)
 
 
-@dataclass(eq=False)
+@dataclass  # compared by value: a reference is its name, place and size
 class SubtreeRef:
     """A sub-node of the root KHO FDT: one ``kho_add_subtree()`` call."""
 

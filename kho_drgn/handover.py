@@ -67,7 +67,7 @@ class BlobMissing(Exception):
 FetchBlob = Callable[[SubtreeRef, int], "bytes | None"]
 
 
-@dataclass
+@dataclass(eq=False)
 class Handover:
     """One direction of handover: a root FDT, its subtrees and metadata."""
 

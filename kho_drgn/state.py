@@ -82,7 +82,7 @@ class KhoStatus(str, enum.Enum):
         return self.value
 
 
-@dataclass
+@dataclass(eq=False)
 class KhoState:
     """Everything kho-drgn read about KHO in one target."""
 
