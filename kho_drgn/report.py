@@ -34,7 +34,7 @@ from kho_drgn.target import (
 if TYPE_CHECKING:
     from kho_drgn.luo_target import LuoState
 
-SCHEMA = "kho-drgn/report/1"
+SCHEMA = "kho-drgn/report/2"
 
 
 @dataclass

@@ -159,7 +159,7 @@ def test_block_loop_and_bad_count_are_findings() -> None:
     mem.write(page, struct.pack("<QQ", page, 1) + bytes(80))  # next = itself
     findings: list = []
     assert len(list(for_each_block_entry(mem.read, page, 80, findings=findings))) == 1
-    assert [f.code for f in findings] == ["luo.cycle"]
+    assert [f.code for f in findings] == ["page.cycle"]
     mem.write(page, struct.pack("<QQ", 0, 52))  # 51 fit in a page
     findings = []
     assert not list(for_each_block_entry(mem.read, page, 80, findings=findings))
