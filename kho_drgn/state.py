@@ -223,16 +223,7 @@ def read_handover(
                 )
             )
     metadata_ref = handover.fdt.subtree(KEXEC_METADATA_NODE)
-    if metadata_ref is None:
-        handover.findings.append(
-            warning(
-                "metadata.absent",
-                f"{direction} FDT has no {KEXEC_METADATA_NODE!r} subtree "
-                "(kernel older than 7.1, or the metadata was not added)",
-                direction,
-            )
-        )
-    else:
+    if metadata_ref is not None:  # its absence: _note_metadata_absent
         handover.metadata = read_kexec_metadata(
             prog, metadata_ref, direction, handover.findings
         )
@@ -378,7 +369,7 @@ def kho_state(prog: Program) -> KhoState:
     else:
         state.status = KhoStatus.KEXEC if state.incoming else KhoStatus.COLD_BOOT
     state.findings.extend(_not_finalized(state, finalized))
-    _note_predates_metadata(state)
+    _note_metadata_absent(state)
     state.scratch = read_scratch(prog)
     if state.status is KhoStatus.KEXEC:
         _read_handed_over_scratch(prog, state)
@@ -421,26 +412,36 @@ def predates_metadata(state: KhoState) -> bool:
     return old_kho_in or kho_v1
 
 
-def _note_predates_metadata(state: KhoState) -> None:
-    """Say once that the kernel predates kexec-metadata, instead of one
-    ``metadata.absent`` warning per handover."""
-    if state.status not in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
-        return
-    if not predates_metadata(state):
+def _note_metadata_absent(state: KhoState) -> None:
+    """A handover FDT without a kexec-metadata subtree: once both are read,
+    either say once that the kernel predates kexec-metadata, or give each
+    such handover a ``metadata.absent`` warning (never both: nothing is
+    added and then taken back)."""
+    if state.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT) and predates_metadata(
+        state
+    ):
+        state.findings.append(
+            info(
+                PREDATES_METADATA,
+                "this kernel predates kexec-metadata (Linux 7.1): no handover "
+                "names the previous kernel or counts kexecs; whether a KHO "
+                "kexec happened comes from kho_in, the incoming FDT and the log",
+                "target",
+            )
+        )
         return
     for handover in for_each_handover(state):
-        handover.findings = [
-            f for f in handover.findings if f.code != "metadata.absent"
-        ]
-    state.findings.append(
-        info(
-            PREDATES_METADATA,
-            "this kernel predates kexec-metadata (Linux 7.1): no handover "
-            "names the previous kernel or counts kexecs; whether a KHO kexec "
-            "happened comes from kho_in, the incoming FDT and the log",
-            "target",
+        fdt = handover.fdt
+        if fdt is None or fdt.subtree(KEXEC_METADATA_NODE) is not None:
+            continue
+        handover.findings.append(
+            warning(
+                "metadata.absent",
+                f"{handover.direction} FDT has no {KEXEC_METADATA_NODE!r} "
+                "subtree (kernel older than 7.1, or the metadata was not added)",
+                handover.direction,
+            )
         )
-    )
 
 
 def _read_handed_over_scratch(prog: Program, state: KhoState) -> None:
