@@ -251,21 +251,21 @@ def preserved_memory(
             continue
         summary = read_memory_map(prog, handover, state.release)
         result = PreservedMemory(handover.direction, summary)
-        if summary is not None:
-            result.findings.extend(summary.findings)
         incoming = handover.direction == "incoming"
         if incoming and summary is not None and not summary.complete:
             # Expected, not damage: the kernel read the map once at boot and
             # did not keep its pages (7.2 reuses the root page).  One finding
-            # says so; the walk's own findings stay in the map's JSON.
-            result.findings = [
+            # says so instead of the walk's, which stay in the map's JSON.
+            result.findings.append(
                 info(
                     "memmap.incoming-reused",
                     "the incoming map is read once at boot and its pages are "
                     f"not kept: it has been overwritten since ({_tally(summary)})",
                     "incoming",
                 )
-            ]
+            )
+        elif summary is not None:
+            result.findings.extend(summary.findings)
         if incoming and scan_pages and state.status is KhoStatus.KEXEC:
             layout = page_layout(prog)
             if layout is None:

@@ -192,7 +192,7 @@ def _ok_fields(record: dict[str, Any], row: FlatRecord) -> None:
     findings = report.get("findings")
     codes = sorted(
         {
-            REPORT_1_CODES.get(f["code"], f["code"])
+            _schema_2_code(f["code"])
             for f in (findings if isinstance(findings, list) else ())
             if isinstance(f, dict)
             and f.get("severity") == "error"
@@ -200,6 +200,11 @@ def _ok_fields(record: dict[str, Any], row: FlatRecord) -> None:
         }
     )
     row["error_findings"] = ",".join(codes) if codes else None
+
+
+def _schema_2_code(code: str) -> str:
+    """A finding code by its report schema 2 name."""
+    return REPORT_1_CODES.get(code, code)
 
 
 def _has_surrogate(value: Any) -> bool:
