@@ -15,6 +15,9 @@ which, see ``kho_drgn.abi.KhoAbi.memory_map_format``):
 
 Every guard (bad pointer, cycle, missing page, limits) becomes a finding and
 the walk skips or stops: it never raises on bad data and never runs unbounded.
+Map pages are read through :class:`kho_drgn.pages.PageReader`, the reader every
+structure in physical memory shares (``page.*`` findings, ``max_nodes`` its
+page budget); the map's own guards are ``memmap.*``.
 """
 
 from __future__ import annotations

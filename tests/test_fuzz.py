@@ -121,6 +121,7 @@ KNOWN_CODE_PREFIXES = (
     "symbols.",
     "scratch.",
     "memmap.",
+    "page.",
     "subtree.",
     "debugfs.",
 )
