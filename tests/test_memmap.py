@@ -416,6 +416,22 @@ def test_too_many_ranges() -> None:
     assert s.complete  # the counts are whole
 
 
+def test_empty_map_with_blobs_is_the_walks_own_finding() -> None:
+    """A map page of zeros walks whole to nothing; told that the handover
+    names blobs (each preserved memory), the walk itself says it is not whole."""
+    mem, root = radix_map([])
+    s = summarize_memory_map(mem.read_phys, root, where="incoming")
+    assert s.blocks == 0 and s.complete and s.findings == []
+    s = summarize_memory_map(mem.read_phys, root, where="incoming", blobs=2)
+    assert not s.complete
+    assert [(f.code, f.severity, f.where) for f in s.findings] == [
+        ("memmap.empty-with-blobs", Severity.ERROR, "incoming")
+    ]
+    assert "hands over 2 blob(s)" in s.findings[0].message
+    full, root = radix_map([(0x5000, 0)])
+    assert summarize_memory_map(full.read_phys, root, blobs=2).findings == []
+
+
 def test_merged_ranges_helper() -> None:
     blocks = [
         PreservedBlock(0x3000, 0),

@@ -118,3 +118,39 @@ def test_short_read_is_missing() -> None:
     assert pages.read(0x1000, PAGE_SIZE, "node") is None
     assert [f.code for f in found] == ["memory.missing"]
     assert "read 4095 of 4096 bytes" in found[0].message
+
+
+@pytest.mark.parametrize("damage", ["cycle", "bad-pointer"])
+def test_one_code_whatever_the_structure(damage: str) -> None:
+    """A page that links to itself, or to an unaligned address, is the same
+    finding in the preserved-memory map, a LUO block chain and the LUO
+    subtree's session blocks."""
+    import struct
+
+    from kho_drgn.formats.luo import decode_luo
+    from kho_drgn.luo import SESSION_SER_SIZE, for_each_block_entry
+    from kho_drgn.memmap import MapWalk, for_each_chunk_block
+
+    head = 0x3000
+    nxt = head if damage == "cycle" else head + 8
+    page = struct.pack("<QQ", nxt, 0).ljust(PAGE_SIZE, b"\0")
+
+    def memory(address: int, size: int) -> bytes:
+        if address - address % PAGE_SIZE != head:
+            raise PhysReadError(f"{address:#x}")
+        return page[address - head : address - head + size]
+
+    walk = MapWalk(where="incoming")
+    assert list(for_each_chunk_block(memory, head, walk=walk)) == []
+    blocks: list[Finding] = []
+    entries = for_each_block_entry(memory, head, SESSION_SER_SIZE, findings=blocks)
+    assert list(entries) == []
+    blob = b"luo-v5\0\0" + struct.pack("<QQQ", 1, head, 0)
+    view = decode_luo(blob, read_phys=memory, where="incoming")
+    for findings, structure in [
+        (walk.findings, "preserved-memory map"),
+        (blocks, "LUO blocks"),
+        (view.findings, "LUO session blocks"),
+    ]:
+        assert [f.code for f in findings] == [f"page.{damage}"], structure
+        assert findings[0].message.startswith(f"{structure}: "), findings[0]
