@@ -148,7 +148,15 @@ def build_chain(
     )
     chain.findings.extend(check_outgoing(state, chain))
     if chain.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
-        chain.findings.extend(check_boot_line(chain, boot_line, log_lines, log_wrapped))
+        chain.findings.extend(
+            check_boot_line(
+                chain,
+                boot_line,
+                log_lines,
+                log_wrapped,
+                predates_metadata=_predates_metadata(state),
+            )
+        )
     chain.findings.extend(check_kernel_complaints(log_lines or []))
     _without_metadata(state, chain, log_lines or [])
     return chain
@@ -253,6 +261,11 @@ def _chain_from_log(
     ]
 
 
+def _predates_metadata(state: KhoState) -> bool:
+    """The state says once that the kernel predates kexec-metadata (7.1)."""
+    return any(f.code == PREDATES_METADATA for f in state.findings)
+
+
 def _without_metadata(state: KhoState, chain: KexecChain, lines: list[str]) -> None:
     """What is still known when the kernel predates kexec-metadata (7.1):
     that a KHO kexec happened (kho_in and the incoming FDT), not how many or
@@ -262,10 +275,9 @@ def _without_metadata(state: KhoState, chain: KexecChain, lines: list[str]) -> N
         KhoStatus.DISABLED_WITH_INCOMING: True,
         KhoStatus.COLD_BOOT: False,
     }.get(chain.status)
-    if not any(f.code == PREDATES_METADATA for f in state.findings):
+    if not _predates_metadata(state):
         return
     chain.predates_metadata = True
-    chain.findings = [f for f in chain.findings if f.code != "log.boot-line-gone"]
     if state.status is KhoStatus.KEXEC and chain.source is None:
         logged = any(line.lstrip().startswith(FOUND_HANDOVER_LINE) for line in lines)
         chain.source = (

@@ -100,8 +100,13 @@ def check_boot_line(
     boot_line: BootLine | None,
     log_lines: list[str] | None,
     log_wrapped: bool,
+    predates_metadata: bool = False,
 ) -> list[Finding]:
-    """The boot log line against the decoded metadata."""
+    """The boot log line against the decoded metadata.
+
+    A kernel that predates kexec-metadata (7.1) never prints the line: its
+    absence is then no finding.
+    """
     if log_lines is None:
         return [
             info(
@@ -111,7 +116,7 @@ def check_boot_line(
             )
         ]
     if boot_line is None:
-        if chain.status is not KhoStatus.KEXEC:
+        if chain.status is not KhoStatus.KEXEC or predates_metadata:
             return []
         if log_wrapped:
             why = "the log buffer wrapped and the boot records are gone"

@@ -39,7 +39,7 @@ from kho_drgn.fdt import FdtError, SubtreeRef, fdt_header_totalsize, fdt_invalid
 from kho_drgn.findings import Finding, error, info, most_severe_first, warning
 from kho_drgn.handover import FetchBlob, Handover, decode_handover
 from kho_drgn.safefiles import NotRegularFile, file_kind, open_regular
-from kho_drgn.state import KhoState, KhoStatus, note_predates_metadata
+from kho_drgn.state import KhoState, KhoStatus, note_metadata_absent
 from kho_drgn.target import Scratch, ScratchArea
 
 if TYPE_CHECKING:
@@ -285,10 +285,10 @@ def decode_debugfs(
                 "debugfs",
             )
         )
-    # As for a dump: a kernel before 7.1 is said once, not one
-    # metadata.absent per root FDT.
+    # As for a dump: metadata.absent per root FDT without the subtree, or
+    # once that the kernel predates kexec-metadata.
     kho = debugfs_kho_state(state, None)
-    note_predates_metadata(kho)
+    note_metadata_absent(kho)
     state.findings = kho.findings
     return state
 

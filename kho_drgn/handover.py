@@ -37,7 +37,6 @@ from kho_drgn.metadata import KexecMetadata, decode_kexec_metadata
 from kho_drgn.subtrees import SubtreeView, decode_subtree
 
 __all__ = (
-    "METADATA_ABSENT",
     "METADATA_READ_LIMIT",
     "BlobMissing",
     "FetchBlob",
@@ -47,9 +46,6 @@ __all__ = (
 
 #: A kexec-metadata blob larger than a page is damage: read no more than this.
 METADATA_READ_LIMIT = 4096
-
-#: Finding code: a root FDT without a ``kexec-metadata`` sub-node.
-METADATA_ABSENT = "metadata.absent"
 
 
 class BlobMissing(Exception):
@@ -173,15 +169,8 @@ def decode_handover(
             direction,
             handover.findings,
         )
-    elif handover.fdt is not None:
-        handover.findings.append(
-            warning(
-                METADATA_ABSENT,
-                f"{direction} FDT has no {KEXEC_METADATA_NODE!r} subtree "
-                "(kernel older than 7.1, or the metadata was not added)",
-                direction,
-            )
-        )
+    # A root FDT without it: kho_drgn.state.note_metadata_absent decides, once
+    # both handovers are decoded, between metadata.absent and metadata.predates.
     for ref in handover.subtrees:
         if ref.name == KEXEC_METADATA_NODE or ref.size is None:
             continue

@@ -41,8 +41,9 @@ from typing import Any, Literal
 
 from kho_drgn.abi import FDT_MAGIC
 from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
-from kho_drgn.findings import Finding, error, info, memory_missing, warning
+from kho_drgn.findings import Finding, error, info, warning
 from kho_drgn.metadata import decode_c_string
+from kho_drgn.pages import MAX_PHYS, PAGE_SIZE, PageReader
 
 __all__ = (
     "LUO_NODE",
@@ -74,7 +75,6 @@ ReadPhys = Callable[[int, int], bytes]
 LUO_NODE = "LUO"
 LUO_V5 = "luo-v5"
 LUO_V1 = "luo-v1"
-PAGE_SIZE = 4096
 LUO_SER_SIZE = 32
 LUO_COMPAT_LEN = 8
 #: ``struct kho_block_header_ser`` {next, count}; a block is one page.
@@ -109,8 +109,6 @@ VMALLOC_CHUNK_ENTRIES = PAGE_SIZE // 8 - 1
 MAX_BLOCKS = 4096
 MAX_ENTRIES = 1 << 16
 MAX_FOLIOS = 1 << 20
-#: Physical addresses fit in 52 bits.
-MAX_PHYS = 1 << 52
 
 
 # --------------------------------------------------------------------------
@@ -472,62 +470,24 @@ def decode_folio_array(
 # --------------------------------------------------------------------------
 
 
-class _Reader:
-    """Bounded, cycle-checked physical reads that turn failures into findings."""
-
-    def __init__(
-        self,
-        read_phys: ReadPhys,
-        missing: tuple[type[BaseException], ...],
-        where: str,
-        findings: list[Finding],
-    ) -> None:
-        self.read_phys = read_phys
-        self.missing = missing
-        self.where = where
-        self.findings = findings
-        self.seen: set[int] = set()
-
-    def read(
-        self, address: int, size: int, what: str, page: bool = False
-    ) -> bytes | None:
-        if not address or address + size > MAX_PHYS or (page and address % PAGE_SIZE):
-            self.findings.append(
-                error(
-                    "luo.bad-pointer",
-                    f"LUO {what} pointer {address:#x} is null, unaligned or "
-                    "out of range",
-                    self.where,
-                )
-            )
-            return None
-        if page:
-            if address in self.seen:
-                self.findings.append(
-                    error("luo.cycle", f"LUO {what} at {address:#x} loops", self.where)
-                )
-                return None
-            self.seen.add(address)
-        try:
-            data = bytes(self.read_phys(address, size))
-        except self.missing as e:
-            self.findings.append(
-                memory_missing(
-                    f"LUO {what} at physical {address:#x} is not in the target "
-                    f"({str(e) or type(e).__name__})",
-                    self.where,
-                )
-            )
-            return None
-        if len(data) != size:
-            self.findings.append(
-                memory_missing(
-                    f"LUO {what} at physical {address:#x}: short read",
-                    self.where,
-                )
-            )
-            return None
-        return data
+def _reader(
+    read_phys: ReadPhys,
+    missing: tuple[type[BaseException], ...],
+    where: str,
+    findings: list[Finding],
+    structure: str,
+    max_pages: int = MAX_BLOCKS,
+) -> PageReader:
+    """The shared bounded page reader for one walk, findings to ``findings``."""
+    return PageReader(
+        read_phys,
+        findings.append,
+        structure,
+        where,
+        max_phys=MAX_PHYS,
+        max_pages=max_pages,
+        missing=missing,
+    )
 
 
 def for_each_block_entry(
@@ -548,14 +508,13 @@ def for_each_block_entry(
     or a loop is a finding; the walk stops there.
     """
     found = findings if findings is not None else []
-    reader = _Reader(read_phys, missing, where, found)
+    reader = _reader(read_phys, missing, where, found, f"LUO {what}s")
     room = (PAGE_SIZE - BLOCK_HEADER_SIZE) // entry_size
-    block, blocks, listed = head_pa, 0, 0
-    while block and blocks < MAX_BLOCKS:
-        page = reader.read(block, PAGE_SIZE, what, page=True)
+    block, listed = head_pa, 0
+    while block:
+        page = reader.read(block, PAGE_SIZE, what)
         if page is None:
             return
-        blocks += 1
         nxt, count = struct.unpack_from(_end(byteorder) + "QQ", page)
         if count > room:
             found.append(
@@ -587,14 +546,22 @@ def read_memfd_folios(
     if not memfd.nr_folios:
         memfd.folios_complete = True
         return
-    reader = _Reader(read_phys, missing, where, memfd.findings)
+    # The chunks and the pages they list.
+    reader = _reader(
+        read_phys,
+        missing,
+        where,
+        memfd.findings,
+        "LUO memfd folio list",
+        2 * MAX_BLOCKS,
+    )
     want = min(memfd.nr_folios, MAX_FOLIOS) * FOLIO_SER_SIZE
     step = PAGE_SIZE << min(memfd.folios_order, 10)
     pages: list[int] = []
     chunk = memfd.folios_first
     limit = min(memfd.folios_total_pages, (want + step - 1) // step + 1, MAX_BLOCKS)
     while chunk and len(pages) < limit:
-        data = reader.read(chunk, PAGE_SIZE, "memfd folio vmalloc chunk", page=True)
+        data = reader.read(chunk, PAGE_SIZE, "vmalloc chunk")
         if data is None:
             return
         words = struct.unpack(_end(byteorder) + f"{PAGE_SIZE // 8}Q", data)
@@ -607,7 +574,7 @@ def read_memfd_folios(
     for phys in pages:
         if len(raw) >= want:
             break
-        data = reader.read(phys, step, "memfd folio array page", page=True)
+        data = reader.read(phys, step, "folio array page")
         if data is None:
             return
         raw += data
@@ -637,13 +604,18 @@ def decode_memfd_at(
     *,
     missing: tuple[type[BaseException], ...] = (OSError,),
     where: str = "",
+    findings: list[Finding] | None = None,
 ) -> None:
-    """Read a memfd file's ``memfd_luo_ser`` at ``data_pa`` and its folios."""
+    """Read a memfd file's ``memfd_luo_ser`` at ``data_pa`` and its folios.
+
+    Problems reading the data go to ``findings`` (default: the file's).
+    """
     size = MEMFD_SER_SIZE.get(file.compatible or "")
     if size is None:
         return
-    reader = _Reader(read_phys, missing, where, file.findings)
-    raw = reader.read(file.data_pa, size, f"memfd {file.token:#x} data")
+    found = file.findings if findings is None else findings
+    reader = _reader(read_phys, missing, where, found, "LUO memfd")
+    raw = reader.read_struct(file.data_pa, size, f"token {file.token:#x} data")
     if raw is None:
         return
     file.memfd = decode_memfd_ser(raw, file.compatible or "", byteorder, where)
@@ -717,8 +689,8 @@ def _array(
 ) -> Iterator[tuple[int, bytes]]:
     """Entries of a contiguous array (luo-v1 forms)."""
     count = min(count, MAX_ENTRIES)
-    reader = _Reader(read_phys, missing, where, findings)
-    raw = reader.read(address + header, count * entry_size, what)
+    reader = _reader(read_phys, missing, where, findings, f"LUO {what}")
+    raw = reader.read_struct(address + header, count * entry_size, "entries")
     if raw is None:
         return
     for i in range(count):
@@ -768,8 +740,8 @@ def walk_flbs(
 ) -> list[LuoFlb]:
     """The FLB array: ``luo_flb_header_ser`` {pgcnt, count} then entries."""
     found = findings if findings is not None else []
-    reader = _Reader(read_phys, missing, where, found)
-    header = reader.read(header_pa, FLB_HEADER_SIZE, "FLB header")
+    reader = _reader(read_phys, missing, where, found, "LUO FLB array")
+    header = reader.read_struct(header_pa, FLB_HEADER_SIZE, "header")
     if header is None:
         return []
     pgcnt, count = struct.unpack_from(_end(byteorder) + "QQ", header)
@@ -784,7 +756,11 @@ def walk_flbs(
             )
         )
         return []
-    raw = reader.read(header_pa + FLB_HEADER_SIZE, count * FLB_SER_SIZE, "FLB array")
+    raw = reader.read_struct(
+        header_pa + FLB_HEADER_SIZE,
+        count * FLB_SER_SIZE,
+        "entries",
+    )
     if raw is None:
         return []
     return decode_flb_entries(raw, count, byteorder, header_pa + FLB_HEADER_SIZE, where)
@@ -893,8 +869,12 @@ def _luo_v1(
         compat = session_node.prop_str("compatible")
         # luo-session-v1 entries were the name only; v2 adds the file set.
         entry = SESSION_NAME_LEN if compat == "luo-session-v1" else SESSION_SER_SIZE
-        reader = _Reader(read_phys, missing, where, side.findings)
-        head = reader.read(side.sessions_pa, V1_SESSION_HEADER_SIZE, "session header")
+        reader = _reader(read_phys, missing, where, side.findings, "LUO session array")
+        head = reader.read_struct(
+            side.sessions_pa,
+            V1_SESSION_HEADER_SIZE,
+            "header",
+        )
         if head is not None:
             count = int.from_bytes(head, byteorder)
             for pa, raw in _array(

@@ -557,9 +557,14 @@ def _reader(prog: Program) -> Any:
 
 
 def _kernel_memfd(read: Any, file: LuoFile, byteorder: Any, where: str) -> None:
-    decode_memfd_at(read, file, byteorder, missing=(FaultError,), where=where)
-    if file.findings and file.retrieve_status and file.retrieve_status > 0:
-        file.findings = [
+    """A kernel-list file's memfd data.  Once retrieved, the new kernel has
+    consumed (freed) it: what reading it found is said as one info instead."""
+    found: list[Finding] = []
+    decode_memfd_at(
+        read, file, byteorder, missing=(FaultError,), where=where, findings=found
+    )
+    if found and file.retrieve_status and file.retrieve_status > 0:
+        found = [
             info(
                 "luo.memfd-consumed",
                 f"memfd token {file.token:#x} was retrieved: its serialized "
@@ -567,6 +572,7 @@ def _kernel_memfd(read: Any, file: LuoFile, byteorder: Any, where: str) -> None:
                 where,
             )
         ]
+    file.findings += found
 
 
 def _merge_incoming(

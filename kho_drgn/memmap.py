@@ -15,6 +15,9 @@ which, see ``kho_drgn.abi.KhoAbi.memory_map_format``):
 
 Every guard (bad pointer, cycle, missing page, limits) becomes a finding and
 the walk skips or stops: it never raises on bad data and never runs unbounded.
+Map pages are read through :class:`kho_drgn.pages.PageReader`, the reader every
+structure in physical memory shares (``page.*`` findings, ``max_nodes`` its
+page budget); the map's own guards are ``memmap.*``.
 """
 
 from __future__ import annotations
@@ -25,7 +28,11 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from kho_drgn.findings import Finding, Severity, error, info, memory_missing, warning
+from kho_drgn.findings import Finding, Severity, error, info, warning
+from kho_drgn.pages import DEFAULT_MISSING, PageReader
+
+# Re-exported: walkers' callers raise it from their read_phys.
+from kho_drgn.pages import PhysReadError as PhysReadError
 
 ByteOrder = Literal["little", "big"]
 #: ``read_phys(address, size)``: ``size`` bytes of target physical memory.
@@ -92,20 +99,10 @@ DEFAULT_MAX_NODES = 1 << 16
 DEFAULT_MAX_BLOCKS = 1 << 20
 #: Merged ranges kept at most by ``summarize_memory_map``.
 DEFAULT_MAX_RANGES = 1 << 16
+#: Finding code: a map that walks to nothing though blobs were handed over.
+EMPTY_WITH_BLOBS = "memmap.empty-with-blobs"
 #: Findings kept per code; the rest are counted in one closing finding.
 MAX_FINDINGS_PER_CODE = 8
-
-
-class PhysReadError(Exception):
-    """What a ``read_phys`` callable raises for memory that is not there.
-
-    The walkers treat it (and ``OSError``, by default) as a missing page;
-    drgn users pass ``missing=(drgn.FaultError,)`` instead.
-    """
-
-
-#: Exceptions from ``read_phys`` that mean "this page is not in the target".
-DEFAULT_MISSING: tuple[type[Exception], ...] = (PhysReadError, OSError)
 
 
 @dataclass(frozen=True)
@@ -203,7 +200,8 @@ class MapWalk:
 
 
 class _Reader:
-    """Reads map pages once each, with the pointer and count guards."""
+    """Reads map pages once each (through the shared :class:`PageReader`:
+    pointer, cycle and page-budget guards) and counts blocks."""
 
     def __init__(
         self,
@@ -212,89 +210,40 @@ class _Reader:
         missing: tuple[type[BaseException], ...],
         walk: MapWalk,
     ) -> None:
-        self.read_phys = read_phys
         self.limits = limits
-        self.missing = missing
         self.walk = walk
-        self.seen: set[int] = set()
-        self.stopped = False
+        self.pages = PageReader(
+            read_phys,
+            self._page_finding,
+            "preserved-memory map",
+            walk.where,
+            max_phys=limits.max_phys,
+            max_pages=limits.max_nodes,
+            missing=missing,
+        )
+        self._stopped = False
+
+    def _page_finding(self, finding: Finding) -> None:
+        """A page the walk cannot use: reported, and the map is not whole."""
+        self.walk.report(finding)
+        self.walk.complete = False
+
+    @property
+    def stopped(self) -> bool:
+        return self._stopped or self.pages.exhausted
 
     def stop(self, finding: Finding) -> None:
         self.walk.report(finding)
         self.walk.complete = False
-        self.stopped = True
+        self._stopped = True
 
     def node(self, address: int, size: int, what: str) -> bytes | None:
         """A map page at ``address`` (``size`` bytes, ``size``-aligned), or
         None with a finding when it is unusable."""
-        walk, where = self.walk, self.walk.where
-        if address % size:
-            walk.report(
-                error(
-                    "memmap.pointer-unaligned",
-                    f"{what} pointer {address:#x} is not {size}-byte aligned; skipped",
-                    where,
-                )
-            )
-            walk.complete = False
-            return None
-        if address + size > self.limits.max_phys:
-            walk.report(
-                error(
-                    "memmap.pointer-out-of-range",
-                    f"{what} pointer {address:#x} is past the end of physical "
-                    f"memory ({self.limits.max_phys:#x}); skipped",
-                    where,
-                )
-            )
-            walk.complete = False
-            return None
-        if address in self.seen:
-            walk.report(
-                error(
-                    "memmap.cycle",
-                    f"{what} at {address:#x} is reached twice (a loop or a "
-                    "shared node); not walked again",
-                    where,
-                )
-            )
-            walk.complete = False
-            return None
-        if walk.nodes_read >= self.limits.max_nodes:
-            self.stop(
-                warning(
-                    "memmap.too-many-nodes",
-                    f"the map has more than {self.limits.max_nodes} pages; "
-                    "stopped walking (damage, or raise the limit)",
-                    where,
-                )
-            )
-            return None
-        self.seen.add(address)
-        walk.nodes_read += 1
-        try:
-            data = self.read_phys(address, size)
-        except self.missing as e:
-            walk.report(
-                memory_missing(
-                    f"{what} at physical {address:#x} is not in the target "
-                    f"({str(e) or type(e).__name__}); its part of the map is lost",
-                    where,
-                )
-            )
-            walk.complete = False
-            return None
-        if len(data) != size:
-            walk.report(
-                memory_missing(
-                    f"{what} at physical {address:#x}: read {len(data)} of "
-                    f"{size} bytes; its part of the map is lost",
-                    where,
-                )
-            )
-            walk.complete = False
-            return None
-        return bytes(data)
+        before = self.pages.pages_read
+        data = self.pages.read(address, size, what, align=size)
+        self.walk.nodes_read += self.pages.pages_read - before
+        return data
 
     @property
     def phys_end(self) -> int:
@@ -659,7 +608,7 @@ def for_each_chunk_block(
             return
         address = first_chunk_phys
         while address and not reader.stopped:
-            chunk = reader.node(address, PAGE_SIZE, "memory-map chunk")
+            chunk = reader.node(address, PAGE_SIZE, "chunk")
             if chunk is None:
                 return  # its next pointer is lost with it
             next_chunk, order, count = struct.unpack_from(end + "QII", chunk)
@@ -730,7 +679,7 @@ def _chunk_entries(
                 )
             )
             continue
-        bitmap = reader.node(bitmap_phys, bitmap_bits // 8, "memory-map bitmap")
+        bitmap = reader.node(bitmap_phys, bitmap_bits // 8, "bitmap")
         if bitmap is None:
             if reader.stopped:
                 return
@@ -859,12 +808,16 @@ def summarize_memory_map(
     missing: tuple[type[BaseException], ...] = DEFAULT_MISSING,
     max_ranges: int = DEFAULT_MAX_RANGES,
     where: str = "",
+    blobs: int = 0,
 ) -> MemoryMapSummary:
     """Walk a map and count it: blocks/pages/bytes per order, merged ranges.
 
     Adjacent blocks are merged as they come (within an order the walk is in
     address order), then across orders; a run starting inside an earlier
-    range is counted in ``overlaps`` and reported.
+    range is counted in ``overlaps`` and reported.  ``blobs`` is how many
+    subtree blobs the handover's FDT hands over: each must be preserved
+    memory, so a map that walks whole to no block at all while there are
+    some is not whole (its root page was zeroed or reused).
     """
     walk = MapWalk(where=where)
     summary = MemoryMapSummary(map_format=map_format, root_phys=root_phys)
@@ -895,6 +848,18 @@ def summarize_memory_map(
                 "memmap.too-many-ranges",
                 f"the map has more than {max_ranges} separate ranges; only "
                 "the first ones are listed (counts are whole)",
+                where,
+            )
+        )
+    if blobs and walk.complete and not summary.blocks:
+        walk.complete = False
+        walk.findings.append(
+            error(
+                EMPTY_WITH_BLOBS,
+                f"the preserved-memory map at {root_phys:#x} has no blocks, "
+                f"but the {where} FDT hands over {blobs} blob(s), which must "
+                "be preserved memory: its root page was zeroed or reused, the "
+                "map cannot be walked",
                 where,
             )
         )

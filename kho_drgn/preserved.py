@@ -24,9 +24,10 @@ from drgn import FaultError, Program
 
 from kho_drgn.abi import KHO_PAGE_MAGIC
 from kho_drgn.checks import check_blobs_preserved, compare_with_magic
-from kho_drgn.findings import Finding, error, info, warning
+from kho_drgn.findings import Finding, info, warning
 from kho_drgn.memmap import (
     CHUNK_BITMAP_BITS_PAGE,
+    EMPTY_WITH_BLOBS,
     PAGE_SIZE,
     MapLimits,
     MemoryMapSummary,
@@ -218,6 +219,7 @@ def read_memory_map(
     if limits is None:
         max_pfn = _read_word_symbol(prog, "max_pfn")
         limits = MapLimits() if not max_pfn else MapLimits(max_phys=max_pfn * PAGE_SIZE)
+    blobs = sum(1 for s in fdt.subtrees if s.phys is not None and s.size)
     return summarize_memory_map(
         lambda address, size: read_phys(prog, address, size),
         fdt.memory_map_phys,
@@ -227,6 +229,7 @@ def read_memory_map(
         limits=limits,
         missing=(FaultError,),
         where=handover.direction,
+        blobs=blobs,
     )
 
 
@@ -248,22 +251,21 @@ def preserved_memory(
             continue
         summary = read_memory_map(prog, handover, state.release)
         result = PreservedMemory(handover.direction, summary)
-        if summary is not None:
-            _check_empty_map(handover, summary)
-            result.findings.extend(summary.findings)
         incoming = handover.direction == "incoming"
         if incoming and summary is not None and not summary.complete:
             # Expected, not damage: the kernel read the map once at boot and
             # did not keep its pages (7.2 reuses the root page).  One finding
-            # says so; the walk's own findings stay in the map's JSON.
-            result.findings = [
+            # says so instead of the walk's, which stay in the map's JSON.
+            result.findings.append(
                 info(
                     "memmap.incoming-reused",
                     "the incoming map is read once at boot and its pages are "
                     f"not kept: it has been overwritten since ({_tally(summary)})",
                     "incoming",
                 )
-            ]
+            )
+        elif summary is not None:
+            result.findings.extend(summary.findings)
         if incoming and scan_pages and state.status is KhoStatus.KEXEC:
             layout = page_layout(prog)
             if layout is None:
@@ -287,33 +289,6 @@ def preserved_memory(
             result.findings.extend(check_blobs_preserved(handover, summary))
         results.append(result)
     return results
-
-
-#: Finding code: a map that walks to nothing though blobs were handed over.
-EMPTY_WITH_BLOBS = "memmap.empty-with-blobs"
-
-
-def _check_empty_map(handover: Handover, summary: MemoryMapSummary) -> None:
-    """A map with no block at all cannot be whole when the handover has
-    subtree blobs: each blob is preserved memory, so its root page was
-    zeroed or reused.  The summary is marked incomplete, with a finding."""
-    fdt = handover.fdt
-    if fdt is None or not summary.complete or summary.blocks:
-        return
-    blobs = [s for s in fdt.subtrees if s.phys is not None and s.size]
-    if not blobs:
-        return
-    summary.complete = False
-    summary.findings.append(
-        error(
-            EMPTY_WITH_BLOBS,
-            f"the preserved-memory map at {summary.root_phys:#x} has no "
-            f"blocks, but the {handover.direction} FDT hands over "
-            f"{len(blobs)} blob(s), which must be preserved memory: its root "
-            "page was zeroed or reused, the map cannot be walked",
-            handover.direction,
-        )
-    )
 
 
 def _note_scan(scan: MagicScan, findings: list[Finding]) -> None:

@@ -34,7 +34,7 @@ if TYPE_CHECKING:
     from kho_drgn.luo_target import LuoState
     from kho_drgn.preserved import PreservedMemory
 
-SCHEMA = "kho-drgn/report/1"
+SCHEMA = "kho-drgn/report/2"
 
 
 @dataclass(eq=False)

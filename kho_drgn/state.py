@@ -19,7 +19,6 @@ from kho_drgn.abi import KEXEC_METADATA_NODE, ROOT_FDT_MAX_SIZE, EraDecision
 from kho_drgn.fdt import FdtError, SubtreeRef, fdt_invalid
 from kho_drgn.findings import Finding, error, info, memory_missing, warning
 from kho_drgn.handover import (
-    METADATA_ABSENT,
     BlobMissing,
     FetchBlob,
     Handover,
@@ -60,7 +59,7 @@ __all__ = (
     "for_each_handover",
     "kho_state",
     "memory_blobs",
-    "note_predates_metadata",
+    "note_metadata_absent",
     "predates_metadata",
     "read_handover",
 )
@@ -246,12 +245,15 @@ def kho_state(prog: Program) -> KhoState:
     else:
         state.status = KhoStatus.KEXEC if state.incoming else KhoStatus.COLD_BOOT
     state.findings.extend(_not_finalized(state, finalized))
-    note_predates_metadata(state)
+    note_metadata_absent(state)
     state.scratch = read_scratch(prog)
     if state.status is KhoStatus.KEXEC:
         _read_handed_over_scratch(prog, state)
     return state
 
+
+#: Finding code: a root FDT without a ``kexec-metadata`` sub-node.
+METADATA_ABSENT = "metadata.absent"
 
 #: The one finding for kernels before kexec-metadata (Linux 7.1).
 PREDATES_METADATA = "metadata.predates"
@@ -286,24 +288,36 @@ def predates_metadata(state: KhoState) -> bool:
     return old_kho_in or kho_v1
 
 
-def note_predates_metadata(state: KhoState) -> None:
-    """Say once that the kernel predates kexec-metadata, instead of one
-    ``metadata.absent`` warning per handover."""
-    if state.status not in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT):
-        return
-    if not predates_metadata(state):
+def note_metadata_absent(state: KhoState) -> None:
+    """A handover FDT without a kexec-metadata subtree: once both handovers
+    are decoded, either say once that the kernel predates kexec-metadata, or
+    give each such handover a ``metadata.absent`` warning (never both: the
+    decoder does not report it, so nothing is added and then taken back)."""
+    if state.status in (KhoStatus.KEXEC, KhoStatus.COLD_BOOT) and predates_metadata(
+        state
+    ):
+        state.findings.append(
+            info(
+                PREDATES_METADATA,
+                "this kernel predates kexec-metadata (Linux 7.1): no handover "
+                "names the previous kernel or counts kexecs; whether a KHO "
+                "kexec happened comes from the incoming handover and the log",
+                "target",
+            )
+        )
         return
     for handover in for_each_handover(state):
-        handover.findings = [f for f in handover.findings if f.code != METADATA_ABSENT]
-    state.findings.append(
-        info(
-            PREDATES_METADATA,
-            "this kernel predates kexec-metadata (Linux 7.1): no handover "
-            "names the previous kernel or counts kexecs; whether a KHO kexec "
-            "happened comes from kho_in, the incoming FDT and the log",
-            "target",
+        fdt = handover.fdt
+        if fdt is None or fdt.subtree(KEXEC_METADATA_NODE) is not None:
+            continue
+        handover.findings.append(
+            warning(
+                METADATA_ABSENT,
+                f"{handover.direction} FDT has no {KEXEC_METADATA_NODE!r} "
+                "subtree (kernel older than 7.1, or the metadata was not added)",
+                handover.direction,
+            )
         )
-    )
 
 
 def _read_handed_over_scratch(prog: Program, state: KhoState) -> None:

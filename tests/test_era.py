@@ -117,13 +117,12 @@ def _pre_71_state(finalized: bool) -> object:
     from khobuild import kho_root_fdt
 
     from kho_drgn.fdt import decode_kho_fdt
-    from kho_drgn.findings import warning
     from kho_drgn.state import (
         Handover,
         KhoState,
         KhoStatus,
         _not_finalized,
-        note_predates_metadata,
+        note_metadata_absent,
     )
     from kho_drgn.target import KhoIn, SymbolSource
 
@@ -133,14 +132,31 @@ def _pre_71_state(finalized: bool) -> object:
     state = KhoState(SymbolSource.KALLSYMS, "6.18.5", KhoStatus.KEXEC, enabled=True)
     state.kho_in = KhoIn(0xE0D000, 0x1EBF0000, None, None, False)
     state.incoming = Handover("incoming", 0xE0D000, fdt=decode_kho_fdt(v1))
-    absent = warning("metadata.absent", "no kexec-metadata", "incoming")
-    state.incoming.findings.append(absent)
     if finalized:
         state.outgoing = Handover("outgoing", 0x1293000, fdt=decode_kho_fdt(v1))
-        state.outgoing.findings.append(absent)
     state.findings += _not_finalized(state, finalized)
-    note_predates_metadata(state)
+    note_metadata_absent(state)
     return state
+
+
+def test_metadata_absent_on_a_71_kernel() -> None:
+    """A 7.1+ handover without kexec-metadata gets its own warning, and the
+    kernel is not said to predate it: one finding or the other, never one
+    made and then taken back."""
+    from khobuild import kho_root_fdt
+
+    from kho_drgn.fdt import decode_kho_fdt
+    from kho_drgn.state import Handover, KhoState, KhoStatus, note_metadata_absent
+    from kho_drgn.target import KhoIn, SymbolSource
+
+    v4 = kho_root_fdt([("memblock", 0x1000, 64)], "kho-v4")
+    state = KhoState(SymbolSource.KALLSYMS, "7.2.13", KhoStatus.KEXEC, enabled=True)
+    state.kho_in = KhoIn(0xE0D000, 0x1EBF0000, "7.2.13", 1, True)
+    state.incoming = Handover("incoming", 0xE0D000, fdt=decode_kho_fdt(v4))
+    note_metadata_absent(state)
+    codes = [f.code for f in state.all_findings()]
+    assert codes == ["metadata.absent"]
+    assert state.incoming.findings[0].where == "incoming"
 
 
 @pytest.mark.parametrize("finalized", [True, False])

@@ -77,3 +77,42 @@ def test_every_code_is_well_formed_and_its_family_documented() -> None:
         assert CODE_RE.fullmatch(code), code
         family = code.split(".", 1)[0]
         assert f"`{family}.*`" in readme or f"`{code}`" in readme, code
+
+
+#: Codes whose one module is fixed: every reader of target physical pages goes
+#: through ``kho_drgn.pages``, so pointer, cycle and budget findings are the
+#: same codes whatever structure was walked.
+MADE_IN = {
+    "page.bad-pointer": "pages.py",
+    "page.cycle": "pages.py",
+    "page.too-many": "pages.py",
+    "memory.missing": "findings.py",
+}
+#: Codes of report schema 1 that the page reader replaced (README, "Schema
+#: versions"): no module makes them any more.
+RETIRED = {
+    "memmap.pointer-unaligned": "page.bad-pointer",
+    "memmap.pointer-out-of-range": "page.bad-pointer",
+    "memmap.cycle": "page.cycle",
+    "memmap.too-many-nodes": "page.too-many",
+    "subtree.bad-pointer": "page.bad-pointer",
+    "subtree.cycle": "page.cycle",
+    "luo.bad-pointer": "page.bad-pointer",
+    "luo.cycle": "page.cycle",
+}
+
+
+def test_page_codes_come_from_the_page_reader() -> None:
+    made = codes_by_module()
+    assert {code: sorted(made.get(code, ())) for code in MADE_IN} == {
+        code: [module] for code, module in MADE_IN.items()
+    }
+    assert sorted(set(RETIRED) & set(made)) == []
+
+
+def test_retired_codes_are_in_the_schema_table() -> None:
+    """README's "Schema versions" maps every retired code to its successor."""
+    readme = README.read_text()
+    section = readme[readme.index("## Schema versions") :]
+    for old, new in RETIRED.items():
+        assert f"| `{old}` | `{new}` |" in section, old

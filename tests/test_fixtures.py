@@ -83,7 +83,7 @@ def check_side(side: Any, expected: Any) -> None:
 
 
 def check_report(report: Any, truth: Truth) -> None:
-    assert report["schema"] == "kho-drgn/report/1"
+    assert report["schema"] == "kho-drgn/report/2"
     assert report["target"]["release"] == truth.release
     kho = report["kho"]
     assert (kho["status"] in ("kexec", "cold-boot")) == truth.kho_enabled

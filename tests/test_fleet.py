@@ -293,3 +293,39 @@ def test_help_shows_both_subcommands() -> None:
     )  # fmt: skip
     assert proc.returncode == 0
     assert "kho-triage report" in proc.stdout and "examples:" in proc.stdout
+
+
+def test_schema_1_codes_group_with_their_schema_2_names(tmp_path: Path) -> None:
+    """A fleet of records from before and after the page reader's codes: the
+    old codes are counted under the new ones, by both engines alike."""
+    import re
+
+    from kho_drgn.triage.records import REPORT_1_CODES
+
+    sql = load_queries()["duckdb_flatten_jsonl"]
+    assert dict(re.findall(r"WHEN '([a-z.-]+)' THEN '([a-z.-]+)'", sql)) == (
+        REPORT_1_CODES
+    )
+
+    def with_codes(*codes: str) -> dict[str, Any]:
+        findings = [{"code": c, "severity": "error"} for c in codes]
+        return record(report={**record()["report"], "findings": findings})
+
+    old = with_codes("luo.cycle", "memmap.pointer-unaligned", "subtree.bad-pointer")
+    new = with_codes("page.cycle", "page.bad-pointer")
+    assert flatten_record(old, "f:1")["error_findings"] == "page.bad-pointer,page.cycle"
+    assert flatten_record(new, "f:2")["error_findings"] == "page.bad-pointer,page.cycle"
+    path = tmp_path / "records.jsonl"
+    path.write_text(json.dumps(old) + "\n" + json.dumps(new) + "\n")
+    engines = ["python"]
+    try:
+        import duckdb  # noqa: F401
+
+        engines.append("duckdb")
+    except ImportError:
+        pass
+    for engine in engines:
+        tables = report_of(path, engine)[3]
+        assert dict(tables["by_error_findings"]) == {
+            "page.bad-pointer,page.cycle": 2
+        }, engine

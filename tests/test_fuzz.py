@@ -122,6 +122,7 @@ KNOWN_CODE_PREFIXES = (
     "symbols.",
     "scratch.",
     "memmap.",
+    "page.",
     "subtree.",
     "debugfs.",
 )
@@ -1046,9 +1047,9 @@ def _memmap(args: tuple[dict[int, bytes], int, str, int, MapLimits]) -> None:
 MAP_PAGES = [0x100000 + i * 4096 for i in range(16)]
 #: Codes that mean a guard cut the walk short (complete must be False).
 MAP_GUARD_CODES = {
-    "memmap.cycle", "memmap.pointer-unaligned", "memmap.pointer-out-of-range",
+    "page.cycle", "page.bad-pointer",
     "memmap.pointer-null", "memmap.not-a-map", "memmap.invalid-key",
-    "memmap.too-many-nodes", "memmap.too-many-blocks", "memmap.chunk-bad-count",
+    "page.too-many", "memmap.too-many-blocks", "memmap.chunk-bad-count",
     "memmap.chunk-bad-order", "memmap.bad-depth", "memmap.bad-bitmap-size",
     "memmap.block-out-of-range", "memory.missing",
 }  # fmt: skip

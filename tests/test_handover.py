@@ -25,7 +25,7 @@ from kho_drgn.debugfs import debugfs_chain, debugfs_report, decode_debugfs
 from kho_drgn.fdt import SubtreeRef
 from kho_drgn.handover import BlobMissing, Handover, decode_handover
 from kho_drgn.report import SCHEMA, kho_report, report_to_dict
-from kho_drgn.state import KhoState, kho_state
+from kho_drgn.state import KhoState, KhoStatus, kho_state, note_metadata_absent
 
 MEMBLOCK_PHYS, METADATA_PHYS = 0x1299000, 0x248000
 ROOT = kho_root_fdt(
@@ -102,7 +102,12 @@ def test_bad_root_and_absent_metadata() -> None:
     ]
     no_md = kho_root_fdt([("memblock", MEMBLOCK_PHYS, 210)])
     handover = decode_handover("incoming", no_md, lambda ref, size: None)
+    # The decoder leaves it to the state, which sees both handovers.
+    assert codes(handover) == []
+    state = KhoState(None, "7.2.13", KhoStatus.KEXEC, incoming=handover)
+    note_metadata_absent(state)
     assert codes(handover) == ["metadata.absent"]
+    assert state.findings == []
 
 
 # --------------------------------------------------------------------------

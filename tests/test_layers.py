@@ -82,7 +82,7 @@ def test_no_import_circle() -> None:
 
 def test_pure_decoders_do_not_import_drgn() -> None:
     """Decoding is testable without a target: these modules never import drgn."""
-    pure = ["fdt", "metadata", "memmap", "chain", "checks", "luo", "kallsyms"]
+    pure = ["fdt", "metadata", "pages", "memmap", "chain", "checks", "luo", "kallsyms"]
     pure += ["handover", "subtrees"]
     pure += ["formats/base", "formats/memblock", "formats/kho_test", "formats/luo"]
     for name in pure:

@@ -159,7 +159,7 @@ def test_block_loop_and_bad_count_are_findings() -> None:
     mem.write(page, struct.pack("<QQ", page, 1) + bytes(80))  # next = itself
     findings: list = []
     assert len(list(for_each_block_entry(mem.read, page, 80, findings=findings))) == 1
-    assert [f.code for f in findings] == ["luo.cycle"]
+    assert [f.code for f in findings] == ["page.cycle"]
     mem.write(page, struct.pack("<QQ", 0, 52))  # 51 fit in a page
     findings = []
     assert not list(for_each_block_entry(mem.read, page, 80, findings=findings))
@@ -461,3 +461,25 @@ def test_fdt_era_luo_is_not_read_at_the_72_offsets() -> None:
     assert read_kernel_luo(prog, "luo-v1") is None
     assert read_kernel_luo(prog, None) is None
     assert read_kernel_luo(prog, "luo-v5") is not None
+
+
+@pytest.mark.parametrize("retrieved", [1, 0])
+def test_retrieved_memfd_data_is_one_info(retrieved: int) -> None:
+    """A kernel-list memfd the new kernel retrieved has had its serialized
+    data consumed: reading it fails, and that is one info, made by
+    luo_target from its own list (the decoder's findings are not rewritten)."""
+    from drgn import FaultError
+
+    from kho_drgn.luo import LuoFile
+    from kho_drgn.luo_target import _kernel_memfd
+
+    def freed(address: int, size: int) -> bytes:
+        raise FaultError("could not read memory", address)
+
+    file = LuoFile(
+        "memfd-v2", 0x1234, 0x7000000, source="kernel", retrieve_status=retrieved
+    )
+    _kernel_memfd(freed, file, "little", "incoming")
+    assert file.memfd is None
+    want = "luo.memfd-consumed" if retrieved else "memory.missing"
+    assert [f.code for f in file.findings] == [want]

@@ -416,6 +416,22 @@ def test_too_many_ranges() -> None:
     assert s.complete  # the counts are whole
 
 
+def test_empty_map_with_blobs_is_the_walks_own_finding() -> None:
+    """A map page of zeros walks whole to nothing; told that the handover
+    names blobs (each preserved memory), the walk itself says it is not whole."""
+    mem, root = radix_map([])
+    s = summarize_memory_map(mem.read_phys, root, where="incoming")
+    assert s.blocks == 0 and s.complete and s.findings == []
+    s = summarize_memory_map(mem.read_phys, root, where="incoming", blobs=2)
+    assert not s.complete
+    assert [(f.code, f.severity, f.where) for f in s.findings] == [
+        ("memmap.empty-with-blobs", Severity.ERROR, "incoming")
+    ]
+    assert "hands over 2 blob(s)" in s.findings[0].message
+    full, root = radix_map([(0x5000, 0)])
+    assert summarize_memory_map(full.read_phys, root, blobs=2).findings == []
+
+
 def test_merged_ranges_helper() -> None:
     blocks = [
         PreservedBlock(0x3000, 0),
@@ -450,7 +466,7 @@ def test_radix_cycle_child_points_at_ancestor() -> None:
     mem.set_u64(level3 + 9 * 8, mem.u64(root + 2 * 8))  # ... and one at level 4
     blocks, walk = walk_radix(mem, root)
     assert blocks == [(0x5000, 0), (0x9000, 0)]
-    assert "memmap.cycle" in codes(walk) and not walk.complete
+    assert "page.cycle" in codes(walk) and not walk.complete
 
 
 def test_radix_shared_node() -> None:
@@ -460,7 +476,7 @@ def test_radix_shared_node() -> None:
     mem.set_u64(level1 + 1 * 8, leaf)  # the same leaf under a second slot
     blocks, walk = walk_radix(mem, root)
     assert blocks == [(0x5000, 0)]  # walked once
-    assert "memmap.cycle" in codes(walk) and not walk.complete
+    assert "page.cycle" in codes(walk) and not walk.complete
 
 
 def test_radix_pointer_guards() -> None:
@@ -471,17 +487,21 @@ def test_radix_pointer_guards() -> None:
     mem.set_u64(level1 + 12 * 8, 0x7000000)  # not in the dump
     blocks, walk = walk_radix(mem, root)
     assert blocks == [(0x5000, 0)] and not walk.complete
-    assert {"memmap.pointer-out-of-range", "memmap.pointer-unaligned",
-            "memory.missing"} <= codes(walk)  # fmt: skip
+    assert {"page.bad-pointer", "memory.missing"} <= codes(walk)
+    bad = " ".join(f.message for f in walk.findings if f.code == "page.bad-pointer")
+    assert "past the end of physical memory" in bad and "4096-byte aligned" in bad
     # the root itself
-    for bad, code in [(TOP, "memmap.pointer-out-of-range"),
-                      (root + 8, "memmap.pointer-unaligned"),
-                      (0x7000000, "memory.missing")]:  # fmt: skip
-        blocks, walk = walk_radix(mem, bad)
+    for bad_root, code, says in [
+        (TOP, "page.bad-pointer", "past the end"),
+        (root + 8, "page.bad-pointer", "not 4096-byte aligned"),
+        (0x7000000, "memory.missing", "not in the target"),
+    ]:
+        blocks, walk = walk_radix(mem, bad_root)
         assert blocks == [] and code in codes(walk) and not walk.complete
+        assert any(says in f.message for f in walk.findings), walk.findings
     # a smaller max_phys puts the node itself out of range
     blocks, walk = walk_radix(mem, root, limits=MapLimits(max_phys=root))
-    assert "memmap.pointer-out-of-range" in codes(walk) and blocks == []
+    assert "page.bad-pointer" in codes(walk) and blocks == []
 
 
 class Raises:
@@ -590,11 +610,9 @@ def test_finding_counts_per_code() -> None:
     for slot in range(20, 40):
         mem.set_u64(level1 + slot * 8, 0x100008)  # 20 unaligned pointers
     _, walk = walk_radix(mem, root)
-    unaligned = [f for f in walk.findings if f.code == "memmap.pointer-unaligned"]
+    unaligned = [f for f in walk.findings if f.code == "page.bad-pointer"]
     assert len(unaligned) == MAX_FINDINGS_PER_CODE + 1
-    assert (
-        unaligned[-1].message == "... and 12 more memmap.pointer-unaligned in this map"
-    )
+    assert unaligned[-1].message == "... and 12 more page.bad-pointer in this map"
 
 
 def test_block_out_of_range() -> None:
@@ -657,11 +675,11 @@ def test_max_nodes() -> None:
     mem, root = radix_map([(i << 30, 0) for i in range(10)])
     blocks, walk = walk_radix(mem, root, limits=MapLimits(max_nodes=8))
     assert walk.nodes_read == 8 and not walk.complete
-    assert "memmap.too-many-nodes" in codes(walk)
+    assert "page.too-many" in codes(walk)
     cmem, first = chunk_map([(i << 30, 0) for i in range(10)])
     blocks, walk = walk_chunks(cmem, first, limits=MapLimits(max_nodes=4))
     assert walk.nodes_read == 4 and blocks == [(i << 30, 0) for i in range(3)]
-    assert "memmap.too-many-nodes" in codes(walk)
+    assert "page.too-many" in codes(walk)
 
 
 @pytest.mark.parametrize("depth", [0, 1, 7, 40])
@@ -679,15 +697,15 @@ def test_chunk_list_cycles() -> None:
     mem.set_u64(third, first)  # the list loops
     blocks, walk = walk_chunks(mem, first)
     assert blocks == [(0x5000, 0), (0x200000, 9), (0x40000000, 18)]
-    assert "memmap.cycle" in codes(walk) and not walk.complete
+    assert "page.cycle" in codes(walk) and not walk.complete
     mem.set_u64(first, first)  # a chunk pointing at itself
     blocks, walk = walk_chunks(mem, first)
-    assert blocks == [(0x5000, 0)] and "memmap.cycle" in codes(walk)
+    assert blocks == [(0x5000, 0)] and "page.cycle" in codes(walk)
     # two entries sharing one bitmap
     mem, first = chunk_map([(0, 0), (1 << 30, 0)])
     mem.set_u64(first + 40, mem.u64(first + 24))
     blocks, walk = walk_chunks(mem, first)
-    assert blocks == [(0, 0)] and "memmap.cycle" in codes(walk)
+    assert blocks == [(0, 0)] and "page.cycle" in codes(walk)
 
 
 def test_chunk_header_guards() -> None:
@@ -713,7 +731,9 @@ def test_chunk_pointer_guards() -> None:
     mem.set_u64(first, first + 8)  # unaligned next
     blocks, walk = walk_chunks(mem, first, bitmap_bits=CHUNK_BITMAP_BITS_SMALL)
     assert blocks == [(1 << 31, 0)] and not walk.complete
-    assert {"memmap.pointer-unaligned", "memmap.pointer-out-of-range"} <= codes(walk)
+    bad = [f.message for f in walk.findings if f.code == "page.bad-pointer"]
+    assert any("not 4096-byte aligned" in m for m in bad)
+    assert any("past the end of physical memory" in m for m in bad)
     _, walk = walk_chunks(mem, first, bitmap_bits=123)
     assert "memmap.bad-bitmap-size" in codes(walk) and walk.nodes_read == 0
 

@@ -188,14 +188,13 @@ def test_radix_guards() -> None:
     memory.set_word(level4, 7, root)
     found, walk = walk_all(for_each_radix_block, memory.read, root)
     assert (0x5000, 0) in found
-    assert "memmap.cycle" in codes(walk) and not walk.complete
+    assert "page.cycle" in codes(walk) and not walk.complete
     # out of range, unaligned and missing children
     memory.set_word(level4, 7, 1 << 60)
     memory.set_word(level4, 8, 0x100010)
     memory.set_word(level4, 9, 0x7000000)
     _, walk = walk_all(for_each_radix_block, memory.read, root)
-    assert {"memmap.pointer-out-of-range", "memmap.pointer-unaligned",
-            "memory.missing"} <= codes(walk)  # fmt: skip
+    assert {"page.bad-pointer", "memory.missing"} <= codes(walk)
     # a root that is not a map (overwritten with text), an empty map, bad depth
     memory.pages[root][:] = (b"not a radix node " * 300)[:PAGE]
     found, walk = walk_all(for_each_radix_block, memory.read, root)
@@ -221,11 +220,11 @@ def test_radix_limits() -> None:
     walk = MapWalk()
     list(for_each_radix_block(memory.read, root, limits=MapLimits(max_nodes=3),
                               walk=walk))  # fmt: skip
-    assert "memmap.too-many-nodes" in codes(walk)
+    assert "page.too-many" in codes(walk)
     walk = MapWalk()
     list(for_each_radix_block(memory.read, root, limits=MapLimits(max_phys=1 << 20),
                               walk=walk))  # fmt: skip
-    assert {"memmap.pointer-out-of-range"} & codes(walk) or walk.out_of_range_blocks
+    assert {"page.bad-pointer"} & codes(walk) or walk.out_of_range_blocks
 
 
 def test_chunk_guards() -> None:
@@ -236,7 +235,7 @@ def test_chunk_guards() -> None:
     memory.set_word(second, 0, first)
     found, walk = walk_all(for_each_chunk_block, memory.read, first)
     assert found == {(0x5000, 0), (0x200000, 9)}
-    assert "memmap.cycle" in codes(walk)
+    assert "page.cycle" in codes(walk)
     # a huge count, a huge order, a NULL bitmap
     memory.set_word(second, 0, 0)
     struct.pack_into("<II", memory.pages[first], 8, 0, 1 << 30)

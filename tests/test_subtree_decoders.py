@@ -158,7 +158,7 @@ def test_incoming_kho_test_list_freed_at_boot() -> None:
     wild = pages_reader({chunk: struct.pack("<QQ", 0, 0x20001).ljust(PAGE, b"\0")})
     folded = decode_kho_test(kho_test_blob(info), read_phys=wild, where="incoming")
     assert codes(folded) == {"subtree.kho-test.consumed"}
-    assert "unaligned" in folded.findings[0].message
+    assert "not 4096-byte aligned" in folded.findings[0].message
     data = 0x20000
     whole = pages_reader({
         chunk: struct.pack("<QQ", 0, data).ljust(PAGE, b"\0"),
@@ -179,12 +179,12 @@ def test_kho_test_guards() -> None:
     pages = {loop: struct.pack("<QQ", loop, 0x20000).ljust(PAGE, b"\0")}
     info = struct.pack("<QIHH", loop, 4, 1, 0)
     view = decode_kho_test(kho_test_blob(info), read_phys=pages_reader(pages))
-    assert codes(view) & {"subtree.cycle", "memory.missing"}
+    assert codes(view) & {"page.cycle", "memory.missing"}
     view = decode_kho_test(
         kho_test_blob(struct.pack("<QIHH", 0x10001, 1, 1, 0)),
         read_phys=pages_reader({}),
     )
-    assert "subtree.bad-pointer" in codes(view)
+    assert "page.bad-pointer" in codes(view)
     nodata = fdt({"compatible": b"kho-test-v1\0",
                   "magic": struct.pack("<I", KHO_TEST_MAGIC)}, {})  # fmt: skip
     assert "subtree.kho-test.no-data" in codes(decode_kho_test(nodata))
@@ -209,7 +209,7 @@ def test_luo_sessions() -> None:
     assert "subtree.luo.unknown-version" in codes(future)
     many = {block: struct.pack("<QQ", block, 1 << 40).ljust(PAGE, b"\0")}
     view = decode_subtree("LUO", luo_blob(1, block), read_phys=pages_reader(many))
-    assert {"subtree.luo.bad-count", "subtree.cycle"} <= codes(view)
+    assert {"subtree.luo.bad-count", "page.cycle"} <= codes(view)
 
 
 def test_luo_v1_fdt() -> None:

@@ -1,5 +1,6 @@
 """What every subtree format shares: the decoded view, the decoder context,
-the format declaration and one bounded reader of target physical pages.
+the format declaration, and the page reader each walk of a blob's pointers
+uses (:mod:`kho_drgn.pages`).
 
 Pure: no drgn.  Pointers inside a blob are followed only through the
 context's ``read_phys(address, size)``, bounded and cycle-checked, so the same
@@ -15,7 +16,8 @@ from typing import Any, Literal
 
 from kho_drgn.abi import MetadataLayout
 from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
-from kho_drgn.findings import Finding, error, memory_missing
+from kho_drgn.findings import Finding, error
+from kho_drgn.pages import MAX_PHYS, PAGE_SIZE, PageReader, Report
 
 __all__ = (
     "MAX_ENTRIES",
@@ -25,7 +27,6 @@ __all__ = (
     "ByteOrder",
     "DecodeContext",
     "Decoder",
-    "PageReader",
     "ReadPhys",
     "SubtreeFormat",
     "SubtreeView",
@@ -34,19 +35,17 @@ __all__ = (
     "fdt_u64",
     "hex_or_missing",
     "nested_fdt_invalid",
+    "page_reader",
 )
 
 ByteOrder = Literal["little", "big"]
 #: ``read_phys(address, size)``: ``size`` bytes of target physical memory.
 ReadPhys = Callable[[int, int], bytes]
 
-PAGE_SIZE = 4096
 #: Entries listed at most per subtree (counts stay whole).
 MAX_ENTRIES = 4096
 #: Pages followed at most per subtree.
 MAX_PAGES = 1024
-#: Physical addresses fit in 52 bits.
-MAX_PHYS = 1 << 52
 
 
 @dataclass
@@ -126,59 +125,27 @@ class SubtreeFormat:
     unrecognised: Decoder | None = None
 
 
-class PageReader:
-    """Bounded, cycle-checked reads of the target pages a blob points to.
-
-    Every problem is a finding on the view, never an exception: a pointer
-    that is unaligned or out of range (``subtree.bad-pointer``), one seen
-    before in the same list (``subtree.cycle``), memory not in the target
-    (``memory.missing``).
-    """
-
-    def __init__(self, view: SubtreeView, ctx: DecodeContext) -> None:
-        self.view = view
-        self.ctx = ctx
-
-    def page(
-        self, address: int, what: str, seen: set[int], size: int = PAGE_SIZE
-    ) -> bytes | None:
-        """``size`` bytes at physical ``address``, or None with a finding."""
-        view, where = self.view, self.ctx.where
-        if self.ctx.read_phys is None:
-            return None
-        if address % PAGE_SIZE or address + size > MAX_PHYS:
-            view.findings.append(
-                error(
-                    "subtree.bad-pointer",
-                    f"{view.name}: {what} pointer {address:#x} is unaligned or "
-                    "out of range",
-                    where,
-                )
-            )
-            return None
-        if address in seen:
-            view.findings.append(
-                error(
-                    "subtree.cycle", f"{view.name}: {what} at {address:#x} loops", where
-                )
-            )
-            return None
-        seen.add(address)
-        try:
-            data = self.ctx.read_phys(address, size)
-        except self.ctx.missing as e:
-            problem = f"is not in the target ({str(e) or type(e).__name__})"
-        else:
-            if len(data) == size:
-                return bytes(data)
-            problem = "is cut short"
-        view.findings.append(
-            memory_missing(
-                f"{view.name}: {what} at physical {address:#x} {problem}",
-                where,
-            )
-        )
+def page_reader(
+    view: SubtreeView,
+    ctx: DecodeContext,
+    structure: str,
+    max_pages: int = MAX_PAGES,
+    report: Report | None = None,
+) -> PageReader | None:
+    """The shared bounded page reader (:class:`kho_drgn.pages.PageReader`)
+    for one walk of ``structure`` in a blob's pointers, its findings on the
+    view (or to ``report``); None where there is no memory to read
+    (debugfs)."""
+    if ctx.read_phys is None:
         return None
+    return PageReader(
+        ctx.read_phys,
+        view.findings.append if report is None else report,
+        structure,
+        ctx.where,
+        max_pages=max_pages,
+        missing=ctx.missing,
+    )
 
 
 def nested_fdt_invalid(name: str, problem: object, where: str) -> Finding:

@@ -12,21 +12,22 @@ from __future__ import annotations
 import struct
 
 from kho_drgn.fdt import FdtNode
-from kho_drgn.findings import error, info, warning
+from kho_drgn.findings import Finding, error, info, warning
 from kho_drgn.formats.base import (
     MAX_ENTRIES,
     MAX_PAGES,
     PAGE_SIZE,
     ByteOrder,
     DecodeContext,
-    PageReader,
     ReadPhys,
     SubtreeFormat,
     SubtreeView,
     decode_fdt_blob,
     fdt_u32,
     hex_or_missing,
+    page_reader,
 )
+from kho_drgn.pages import PageReader
 
 __all__ = ("FORMAT", "KHO_TEST_MAGIC", "decode_kho_test")
 
@@ -86,7 +87,8 @@ def _decode(
             )
         )
         return view
-    before = len(view.findings)
+    # What reading the folio list finds: the view's, or folded into one info.
+    found: list[Finding] = []
     words: list[int] | None
     if len(info_prop) == KHO_VMALLOC_SIZE:
         first, total_pages, flags, order = struct.unpack(
@@ -99,10 +101,12 @@ def _decode(
             or str(flags),
             "order": order,
         }
+        chunks = page_reader(view, ctx, f"{name} folio list", report=found.append)
+        pages = page_reader(view, ctx, f"{name} folio list", report=found.append)
         words = (
             None
-            if ctx.read_phys is None
-            else _vmalloc_words(first, total_pages, order, PageReader(view, ctx))
+            if chunks is None or pages is None
+            else _vmalloc_words(first, total_pages, order, chunks, pages, byteorder)
         )
     elif len(info_prop) % 8 == 0:  # 6.17: the u64 array itself
         words = [
@@ -125,51 +129,54 @@ def _decode(
                 {"phys": word & ~(PAGE_SIZE - 1), "order": word & (PAGE_SIZE - 1)}
             )
         if len(words) < nr_folios:
-            view.findings.append(
+            found.append(
                 warning(
                     "subtree.kho-test.short",
                     f"kho_test lists {len(words)} folios, nr_folios is {nr_folios}",
                     where,
                 )
             )
-    if where == "incoming" and len(view.findings) > before:
-        _consumed_at_boot(view, before)
+    if where == "incoming" and found:
+        found = [_consumed_at_boot(found)]
+    view.findings += found
     return view
 
 
-def _consumed_at_boot(view: SubtreeView, first: int) -> None:
-    """Fold the folio-list findings of an incoming kho_test into one info.
+def _consumed_at_boot(found: list[Finding]) -> Finding:
+    """The folio-list findings of an incoming kho_test, as one info.
 
     A kernel with kho_test and KHO enabled restores the incoming folios at
     module init, then frees them and their vmalloc'd list (lib/test_kho.c:
     ``vfree``, ``folio_put``), so the list is normally gone from a dump.
     """
-    seen = "; ".join(f.message for f in view.findings[first:])
-    del view.findings[first:]
-    view.findings.append(
-        info(
-            "subtree.kho-test.consumed",
-            "incoming kho_test folio list is not whole, as expected once the "
-            f"kernel restored and freed it at boot ({seen})",
-            "incoming",
-        )
+    seen = "; ".join(f.message for f in found)
+    return info(
+        "subtree.kho-test.consumed",
+        "incoming kho_test folio list is not whole, as expected once the "
+        f"kernel restored and freed it at boot ({seen})",
+        "incoming",
     )
 
 
 def _vmalloc_words(
-    first: int, total_pages: int, order: int, reader: PageReader
+    first: int,
+    total_pages: int,
+    order: int,
+    chunks: PageReader,
+    data_pages: PageReader,
+    byteorder: ByteOrder,
 ) -> list[int] | None:
     """The u64 words of a preserved vmalloc area, through its chunk list.
 
     ``struct kho_vmalloc_chunk``: the next chunk's phys, then up to 511
-    physical page addresses.
+    physical page addresses.  ``chunks`` walks the list (each chunk once);
+    ``data_pages`` reads the pages it lists.
     """
-    fmt = ("<" if reader.ctx.byteorder == "little" else ">") + f"{PAGE_SIZE // 8}Q"
+    fmt = ("<" if byteorder == "little" else ">") + f"{PAGE_SIZE // 8}Q"
     pages: list[int] = []
-    seen: set[int] = set()
     chunk = first
     while chunk and len(pages) < min(total_pages, MAX_PAGES):
-        page = reader.page(chunk, "vmalloc chunk", seen)
+        page = chunks.read(chunk, PAGE_SIZE, "vmalloc chunk")
         if page is None:
             return None
         entries = struct.unpack(fmt, page)
@@ -181,12 +188,11 @@ def _vmalloc_words(
     words: list[int] = []
     step = PAGE_SIZE << min(order, 10)
     for phys in pages[:MAX_PAGES]:
-        data = reader.page(phys, "vmalloc page", set(), step)
+        data = data_pages.read(phys, step, "vmalloc page", once=False)
         if data is None:
             return None
         words += [
-            int.from_bytes(data[i : i + 8], reader.ctx.byteorder)
-            for i in range(0, len(data), 8)
+            int.from_bytes(data[i : i + 8], byteorder) for i in range(0, len(data), 8)
         ]
     return words
 

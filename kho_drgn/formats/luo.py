@@ -13,15 +13,14 @@ from kho_drgn.fdt import FdtNode
 from kho_drgn.findings import error, warning
 from kho_drgn.formats.base import (
     MAX_ENTRIES,
-    MAX_PAGES,
     PAGE_SIZE,
     ByteOrder,
     DecodeContext,
-    PageReader,
     ReadPhys,
     SubtreeFormat,
     SubtreeView,
     fdt_u64,
+    page_reader,
 )
 from kho_drgn.metadata import decode_c_string
 
@@ -86,14 +85,13 @@ def _decode_ser(name: str, blob: bytes, ctx: DecodeContext) -> SubtreeView:
                 where,
             )
         )
-    if ctx.read_phys is None or not sessions_pa:
+    reader = page_reader(view, ctx, f"{name} session blocks")
+    if reader is None or not sessions_pa:
         return view
-    reader = PageReader(view, ctx)
-    seen: set[int] = set()
     block = sessions_pa
     sessions = 0
-    while block and len(seen) < MAX_PAGES:
-        page = reader.page(block, "session block", seen)
+    while block:
+        page = reader.read(block, PAGE_SIZE, "session block")
         if page is None:
             break
         nxt, count = struct.unpack_from(end + "QQ", page)

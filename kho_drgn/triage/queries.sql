@@ -195,7 +195,17 @@ SELECT
                   lambda f: json_type(f.severity) = 'VARCHAR'
                        AND f.severity ->> '$' = 'error'
                        AND json_type(f.code) = 'VARCHAR'),
-      lambda f: f.code ->> '$'))))
+      -- report schema 1 codes by their schema 2 names (records.REPORT_1_CODES)
+      lambda f: CASE f.code ->> '$'
+        WHEN 'memmap.pointer-unaligned' THEN 'page.bad-pointer'
+        WHEN 'memmap.pointer-out-of-range' THEN 'page.bad-pointer'
+        WHEN 'memmap.cycle' THEN 'page.cycle'
+        WHEN 'memmap.too-many-nodes' THEN 'page.too-many'
+        WHEN 'subtree.bad-pointer' THEN 'page.bad-pointer'
+        WHEN 'subtree.cycle' THEN 'page.cycle'
+        WHEN 'luo.bad-pointer' THEN 'page.bad-pointer'
+        WHEN 'luo.cycle' THEN 'page.cycle'
+        ELSE f.code ->> '$' END))))
   END AS error_findings,
   elapsed_s,
   CASE WHEN status = 'ok' AND json_type(crash.build_id) = 'VARCHAR'

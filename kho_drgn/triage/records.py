@@ -24,6 +24,7 @@ from kho_drgn.bucket import panic_signature
 
 __all__ = (
     "COLUMNS",
+    "REPORT_1_CODES",
     "UNREADABLE",
     "FlatRecord",
     "RecordWriter",
@@ -55,6 +56,21 @@ COLUMNS: tuple[tuple[str, str, str], ...] = (
     ("elapsed_s", "DOUBLE", "seconds the analysis took"),
     ("build_id", "VARCHAR", "report.crash.build_id (the crashed kernel's)"),
 )
+
+#: Finding codes of report schema 1 (``kho-drgn/report/1``) that schema 2
+#: renamed (README, "Schema versions"): ``error_findings`` names them by the
+#: new code, so records written before and after group together.  The
+#: ``duckdb_flatten_jsonl`` query in queries.sql has the same table.
+REPORT_1_CODES = {
+    "memmap.pointer-unaligned": "page.bad-pointer",
+    "memmap.pointer-out-of-range": "page.bad-pointer",
+    "memmap.cycle": "page.cycle",
+    "memmap.too-many-nodes": "page.too-many",
+    "subtree.bad-pointer": "page.bad-pointer",
+    "subtree.cycle": "page.cycle",
+    "luo.bad-pointer": "page.bad-pointer",
+    "luo.cycle": "page.cycle",
+}
 
 #: Host names that only say the host never set one (the kernel's default).
 UNSET_HOSTS = ("", "(none)", "localhost", "localhost.localdomain")
@@ -176,7 +192,7 @@ def _ok_fields(record: dict[str, Any], row: FlatRecord) -> None:
     findings = report.get("findings")
     codes = sorted(
         {
-            f["code"]
+            _schema_2_code(f["code"])
             for f in (findings if isinstance(findings, list) else ())
             if isinstance(f, dict)
             and f.get("severity") == "error"
@@ -184,6 +200,11 @@ def _ok_fields(record: dict[str, Any], row: FlatRecord) -> None:
         }
     )
     row["error_findings"] = ",".join(codes) if codes else None
+
+
+def _schema_2_code(code: str) -> str:
+    """A finding code by its report schema 2 name."""
+    return REPORT_1_CODES.get(code, code)
 
 
 def _has_surrogate(value: Any) -> bool:
