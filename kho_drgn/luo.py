@@ -116,7 +116,7 @@ MAX_FOLIOS = 1 << 20
 # --------------------------------------------------------------------------
 
 
-@dataclass
+@dataclass(eq=False)
 class LuoSer:
     """``struct luo_ser`` as read (the 7.2+ root of the LUO state)."""
 
@@ -126,7 +126,7 @@ class LuoSer:
     flbs_pa: int
 
 
-@dataclass
+@dataclass(eq=False)
 class MemfdFolio:
     """One preserved folio of a memfd (``memfd_luo_folio_ser``)."""
 
@@ -153,7 +153,7 @@ class MemfdFolio:
         }
 
 
-@dataclass
+@dataclass(eq=False)
 class Memfd:
     """A memfd's serialized state (``memfd_luo_ser``)."""
 
@@ -192,7 +192,7 @@ class Memfd:
         }
 
 
-@dataclass
+@dataclass(eq=False)
 class LuoFile:
     """One preserved file of a session."""
 
@@ -239,7 +239,7 @@ RETRIEVED = "retrieved"  # retrieved by userspace in the new kernel
 PRESERVING = "preserving"  # outgoing, only in the kernel's lists (no kexec yet)
 
 
-@dataclass
+@dataclass(eq=False)
 class LuoSession:
     """One LUO session and its files."""
 
@@ -262,7 +262,7 @@ class LuoSession:
         }
 
 
-@dataclass
+@dataclass(eq=False)
 class LuoFlb:
     """A file-lifecycle-bound object (``luo_flb_ser`` and/or the kernel's)."""
 
@@ -287,7 +287,7 @@ class LuoFlb:
         }
 
 
-@dataclass
+@dataclass(eq=False)
 class LuoSide:
     """One direction of the LUO handover, however it was found."""
 

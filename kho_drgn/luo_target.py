@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from drgn import FaultError, Object, Program
 
@@ -66,8 +66,7 @@ BLOB_READ_MAX = 4096
 MAX_LIST = 1 << 14
 
 
-@dataclass(frozen=True)
-class LuoKernelLayout:
+class LuoKernelLayout(NamedTuple):
     """Offsets in the 7.2 LUO variables (x86_64, mutex 24, rwsem 32 bytes),
     measured with DWARF on 7.2.13; used only when there is no DWARF."""
 
@@ -103,7 +102,7 @@ class LuoKernelLayout:
 LAYOUT_7_2 = LuoKernelLayout()
 
 
-@dataclass
+@dataclass(eq=False)
 class KernelLuo:
     """What the kernel's own LUO variables say (7.2+)."""
 
@@ -120,7 +119,7 @@ class KernelLuo:
     findings: list[Finding] = field(default_factory=list)
 
 
-@dataclass
+@dataclass(eq=False)
 class LuoState:
     """The LUO handover of a target: incoming and outgoing sides."""
 

@@ -26,7 +26,7 @@ import re
 import struct
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kho_drgn.findings import Finding, Severity, error, info, warning
 from kho_drgn.pages import DEFAULT_MISSING, PageReader
@@ -105,8 +105,7 @@ EMPTY_WITH_BLOBS = "memmap.empty-with-blobs"
 MAX_FINDINGS_PER_CODE = 8
 
 
-@dataclass(frozen=True)
-class PreservedBlock:
+class PreservedBlock(NamedTuple):
     """One preserved block: ``PAGE_SIZE << order`` bytes at ``phys``."""
 
     phys: int
@@ -121,8 +120,7 @@ class PreservedBlock:
         return self.phys + self.size
 
 
-@dataclass(frozen=True)
-class PhysRange:
+class PhysRange(NamedTuple):
     """A physical range ``[start, end)`` of merged preserved blocks."""
 
     start: int
@@ -133,8 +131,7 @@ class PhysRange:
         return self.end - self.start
 
 
-@dataclass(frozen=True)
-class MapLimits:
+class MapLimits(NamedTuple):
     """Bounds for walking an untrusted map."""
 
     #: Exclusive bound for node pages and blocks (e.g. the target's memory
@@ -146,7 +143,7 @@ class MapLimits:
     max_blocks: int = DEFAULT_MAX_BLOCKS
 
 
-@dataclass
+@dataclass(eq=False)
 class MapWalk:
     """How one walk went: findings, pages read, and whether it was whole.
 
@@ -733,7 +730,7 @@ def for_each_merged_range(blocks: Iterable[PreservedBlock]) -> Iterator[PhysRang
         yield current
 
 
-@dataclass
+@dataclass(eq=False)
 class MemoryMapSummary:
     """What a preserved-memory map holds: blocks per order and merged ranges."""
 

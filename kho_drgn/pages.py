@@ -68,7 +68,7 @@ class PhysReadError(Exception):
 DEFAULT_MISSING: tuple[type[BaseException], ...] = (PhysReadError, OSError)
 
 
-@dataclass
+@dataclass(eq=False)
 class PageReader:
     """Reads the pages of one walk of one structure, each at most once.
 

@@ -18,7 +18,7 @@ should lie inside it, or it will not survive the kexec.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 from drgn import FaultError, Program
 
@@ -54,8 +54,7 @@ DEFAULT_SCAN_MAX_PAGES = 1 << 22
 MAX_TAGGED_KEPT = 1 << 16
 
 
-@dataclass(frozen=True)
-class PageLayout:
+class PageLayout(NamedTuple):
     """Where struct pages are and where ``private`` sits in one."""
 
     vmemmap: int
@@ -65,7 +64,7 @@ class PageLayout:
     source: str  # "dwarf" or "vmcoreinfo"
 
 
-@dataclass
+@dataclass(eq=False)
 class MagicScan:
     """Head pages whose ``page->private`` carries ``KHO_PAGE_MAGIC``."""
 
@@ -82,7 +81,7 @@ class MagicScan:
         return sum(1 << order for order in self.tagged.values())
 
 
-@dataclass
+@dataclass(eq=False)
 class PreservedMemory:
     """One handover's preserved-memory map, with its checks."""
 

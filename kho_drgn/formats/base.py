@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from kho_drgn.abi import MetadataLayout
 from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
@@ -48,7 +48,7 @@ MAX_ENTRIES = 4096
 MAX_PAGES = 1024
 
 
-@dataclass
+@dataclass(eq=False)
 class SubtreeView:
     """A subtree blob decoded: what kind it is and what it says."""
 
@@ -82,8 +82,7 @@ class SubtreeView:
         return self.summarizer(self)
 
 
-@dataclass(frozen=True)
-class DecodeContext:
+class DecodeContext(NamedTuple):
     """What a decoder may use besides the blob."""
 
     byteorder: ByteOrder = "little"
@@ -102,8 +101,7 @@ class DecodeContext:
 Decoder = Callable[[str, bytes, "FdtNode | None", DecodeContext], SubtreeView]
 
 
-@dataclass(frozen=True)
-class SubtreeFormat:
+class SubtreeFormat(NamedTuple):
     """One client format of KHO subtrees, as its module declares it.
 
     A blob is matched by its root ``compatible`` (FDT blobs), by its first
