@@ -204,7 +204,10 @@ def _is_dump_like(path: Path) -> bool:
     with open(path, "rb") as f:  # a regular file, checked by the caller
         head = f.read(18)
     if head.startswith(ELF_MAGIC):
-        return len(head) >= 18 and head[5] in (1, 2) and head[16] in (4, 0)
+        if len(head) < 18 or head[5] not in (1, 2):
+            return False
+        # e_type is two bytes in the file's byte order; only ET_CORE (4) is a dump.
+        return int.from_bytes(head[16:18], "little" if head[5] == 1 else "big") == 4
     return head.startswith((*KDUMP_MAGICS, FLAT_MAGIC))
 
 
