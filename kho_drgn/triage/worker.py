@@ -189,4 +189,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from kho_drgn.cli import exit_without_teardown
+
+    exit_without_teardown(main())  # one dump per process: skip drgn's teardown
