@@ -36,6 +36,13 @@ DRGN_WORK = (
     "except Exception:\n"
     "    pass\n"
 )
+#: kho_chain.py --json's work, run by ``drgn -e`` so that drgn's teardown
+#: follows, as it does for ``-e pass``.
+KHO_WITH_TEARDOWN = (
+    "import io\n"
+    "from kho_drgn.cli import run\n"
+    "run(prog, ['--json'], stdout=io.StringIO())\n"
+)
 
 
 @dataclass
@@ -206,6 +213,9 @@ def main() -> int:
             # is what a --json run adds on top of this.
             "bare drgn: unwind + printk": [*sym, "-e", DRGN_WORK],
             "kho_chain.py --json": [*sym, SCRIPT, "--json"],
+            # The same report with drgn's teardown, as bare drgn pays it (the
+            # script skips it): kho-drgn's own cost, like for like.
+            "JSON report, drgn tears down": [*sym, "-e", KHO_WITH_TEARDOWN],
             "kho_chain.py --json --no-crash": [*sym, SCRIPT, "--json", "--no-crash"],
             "kho_chain.py (text)": [*sym, SCRIPT],
             "bare drgn, no symbols": [*nosym, "-e", "pass"],
