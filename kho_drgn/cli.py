@@ -75,6 +75,19 @@ def exit_without_teardown(status: int) -> NoReturn:
     os._exit(status)
 
 
+def end_script(prog: Program, status: int) -> None:
+    """End ``drgn contrib/kho_chain.py`` with ``status``.
+
+    As drgn's script, the process ends without drgn's teardown
+    (:func:`exit_without_teardown`).  Run by ``execscript()`` in a drgn
+    session (drgn's REPL marks the Program with ``outer_repl``), it returns
+    and the session goes on: an exit status means nothing there.
+    """
+    if "outer_repl" in prog.config or hasattr(sys, "ps1"):
+        return
+    exit_without_teardown(status)
+
+
 class UsageError(Exception):
     pass
 

@@ -10,7 +10,7 @@ import sys
 
 import drgn
 import pytest
-from fixturedata import fixture_files, load_truth
+from fixturedata import CONTRIB_SCRIPT, fixture_files, load_truth
 
 pytestmark = pytest.mark.fixtures
 
@@ -92,6 +92,15 @@ def test_kho_command_in_interactive_repl() -> None:
         child.expect(">>> ")
         child.sendline("%crash kho --no-crash --no-memmap")
         child.expect(r"kexec chain: cold boot -> \(1 kexec\) -> 7\.2\.13-kho-a")
+        child.expect(">>> ")
+        # The script run by execscript() leaves the session running (as drgn's
+        # script it ends the process without drgn's teardown).
+        script = str(CONTRIB_SCRIPT)
+        child.sendline(f"execscript({script!r}, '--no-crash', '--no-memmap')")
+        child.expect(r"kexec chain: cold boot -> \(1 kexec\) -> 7\.2\.13-kho-a")
+        child.expect(">>> ")
+        child.sendline("6 * 7")
+        child.expect("42")
         child.expect(">>> ")
         child.sendline("exit()")
         child.expect(pexpect.EOF)
