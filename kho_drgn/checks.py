@@ -111,7 +111,8 @@ def check_boot_line(
         return [
             info(
                 "log.unavailable",
-                "the kernel log could not be read: boot line not checked",
+                "no kernel log to check the boot line against (unreadable in "
+                "the dump, or not read: debugfs)",
                 "log",
             )
         ]
