@@ -65,8 +65,9 @@ def exit_without_teardown(status: int) -> NoReturn:
     worker): tearing down drgn's Program object by object -- its DWARF index,
     unwind tables and caches -- takes about 50 ms on these small kernels and
     more with a distro vmlinux, and the kernel reclaims all of it at exit
-    anyway.  Nothing is lost: the output is flushed first, and no atexit work
-    is pending in a drgn script.  Not for a library caller or a drgn session.
+    anyway.  The output is flushed first; atexit handlers are skipped (logging's
+    stream handlers have already written every line).  Not for a library
+    caller or a drgn session.
     """
     for stream in (sys.stdout, sys.stderr):
         # A reader that closed the pipe (| head) has what it wanted.
