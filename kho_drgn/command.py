@@ -3,7 +3,7 @@
 After ``pip install``, in a drgn session on a kernel::
 
     >>> %kho              # the chain, KHO state and crash context
-    >>> %kho --json       # the JSON report (schema kho-drgn/report/1)
+    >>> %kho --json       # the JSON report (schema kho-drgn/report/2)
     >>> %kho subtrees     # every subtree decoded in full
     >>> %kho memmap --ranges   # preserved memory per order, and its ranges
     >>> %crash kho        # the same, among crash's commands (bt, log, sys)
