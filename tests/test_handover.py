@@ -108,6 +108,17 @@ def test_bad_root_and_absent_metadata() -> None:
     note_metadata_absent(state)
     assert codes(handover) == ["metadata.absent"]
     assert state.findings == []
+    # A debugfs kexec-metadata file the root FDT does not name is still the
+    # handover's metadata: not absent.
+    blob = metadata_blob(b"a", 2)
+    extra = [SubtreeRef("kexec-metadata", None, len(blob))]
+    with_file = decode_handover(
+        "incoming", no_md, lambda ref, size: blob[:size], extra=extra
+    )
+    assert with_file.metadata is not None
+    state = KhoState(None, "7.2.13", KhoStatus.KEXEC, incoming=with_file)
+    note_metadata_absent(state)
+    assert codes(with_file) == [] and state.findings == []
 
 
 # --------------------------------------------------------------------------
