@@ -35,7 +35,7 @@ kernel/liveupdate/luo_*.c, mm/memfd_luo.c):
 from __future__ import annotations
 
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -43,7 +43,7 @@ from kho_drgn.abi import FDT_MAGIC
 from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
 from kho_drgn.findings import Finding, error, info, warning
 from kho_drgn.metadata import decode_c_string
-from kho_drgn.pages import MAX_PHYS, PAGE_SIZE, PageReader
+from kho_drgn.pages import MAX_PHYS, PAGE_SIZE, PageReader, ReadPhys
 
 __all__ = (
     "LUO_NODE",
@@ -69,8 +69,6 @@ __all__ = (
 )
 
 ByteOrder = Literal["little", "big"]
-#: ``read_phys(address, size)``: ``size`` bytes of target physical memory.
-ReadPhys = Callable[[int, int], bytes]
 
 LUO_NODE = "LUO"
 LUO_V5 = "luo-v5"

@@ -24,19 +24,17 @@ from __future__ import annotations
 
 import re
 import struct
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal, NamedTuple
 
 from kho_drgn.findings import Finding, Severity, error, info, warning
-from kho_drgn.pages import DEFAULT_MISSING, PageReader
+from kho_drgn.pages import DEFAULT_MISSING, MAX_PHYS, PageReader, ReadPhys
 
 # Re-exported: walkers' callers raise it from their read_phys.
 from kho_drgn.pages import PhysReadError as PhysReadError
 
 ByteOrder = Literal["little", "big"]
-#: ``read_phys(address, size)``: ``size`` bytes of target physical memory.
-ReadPhys = Callable[[int, int], bytes]
 MapFormat = Literal["radix", "chunks"]
 
 PAGE_SHIFT = 12
@@ -92,7 +90,7 @@ CHUNK_BITMAP_BITS_PAGE = PAGE_SIZE * 8
 CHUNK_MAX_ORDER = 64 - PAGE_SHIFT
 
 #: Physical addresses fit in 52 bits (MAX_PHYSMEM_BITS on x86_64 and arm64).
-DEFAULT_MAX_PHYS = 1 << 52
+DEFAULT_MAX_PHYS = MAX_PHYS
 #: Map pages read at most (256 MiB of map): past this the map is damage.
 DEFAULT_MAX_NODES = 1 << 16
 #: Blocks yielded at most by one walk.

@@ -17,7 +17,7 @@ from typing import Any, Literal, NamedTuple
 from kho_drgn.abi import MetadataLayout
 from kho_drgn.fdt import FdtError, FdtNode, parse_fdt
 from kho_drgn.findings import Finding, error
-from kho_drgn.pages import MAX_PHYS, PAGE_SIZE, PageReader, Report
+from kho_drgn.pages import MAX_PHYS, PAGE_SIZE, PageReader, ReadPhys, Report
 
 __all__ = (
     "MAX_ENTRIES",
@@ -39,8 +39,6 @@ __all__ = (
 )
 
 ByteOrder = Literal["little", "big"]
-#: ``read_phys(address, size)``: ``size`` bytes of target physical memory.
-ReadPhys = Callable[[int, int], bytes]
 
 #: Entries listed at most per subtree (counts stay whole).
 MAX_ENTRIES = 4096
